@@ -1,0 +1,83 @@
+//! The architecture-neutral description of a built-in guest program ready to load:
+//! bytes to copy into guest memory and the entry state of each vCPU.
+
+use thiserror::Error;
+
+/// A range of guest RAM (guest-physical address and length in bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RamRange {
+    pub gpa: u64,
+    pub size: u64,
+}
+
+impl RamRange {
+    pub fn end(&self) -> u64 {
+        self.gpa + self.size
+    }
+}
+
+/// The built-in guest programs. Each architecture encodes them in its own `programs`
+/// module; the behaviour is the same everywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// Print a text through the serial port, then finish with code 0.
+    Hello { text: String },
+    /// Write each page's own guest-physical address into its first 8 bytes, for every
+    /// 4 KiB page of RAM outside the program's own area, split over the vCPUs.
+    Touch,
+    /// Execute an undefined instruction with no exception handlers: the CPU escalates
+    /// to a triple fault. Exercises the VMM's crash reporting.
+    TripleFault,
+    /// Read a 32-bit value from an I/O port nobody claims and report it.
+    PortProbe { port: u16 },
+    /// Write to, then read from, a guest-physical address no memory or device backs,
+    /// and report the value read.
+    MmioProbe { gpa: u64 },
+}
+
+/// Where a vCPU starts and what it is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VcpuEntry {
+    /// Guest address of the first instruction (privileged prologue).
+    pub entry: u64,
+    /// Top of the privileged stack.
+    pub kernel_stack: u64,
+    /// Top of the unprivileged stack the workload runs on.
+    pub user_stack: u64,
+    /// Program arguments, passed in the architecture's argument registers.
+    pub args: [u64; 4],
+}
+
+/// Everything the VMM needs to start a built-in program.
+#[derive(Debug, Clone)]
+pub struct GuestImage {
+    /// Byte blocks to copy to guest-physical addresses before any vCPU runs.
+    pub writes: Vec<(u64, Vec<u8>)>,
+    /// Root of the guest's identity page tables (x86: CR3).
+    pub page_table_root: u64,
+    /// Guest page size used by the identity map (the guest side of the stage-2 story).
+    pub guest_page_size: u64,
+    /// One entry per vCPU.
+    pub vcpus: Vec<VcpuEntry>,
+    /// Guest-physical end of the area the image occupies; RAM above it is free for the
+    /// workload.
+    pub reserved_end: u64,
+    /// Work (4 KiB pages) each vCPU is expected to do, for progress display.
+    pub pages_per_vcpu: Vec<u64>,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ImageError {
+    #[error("guest has no RAM ranges")]
+    NoRam,
+    #[error("guest RAM is too small for the program image: need at least {need:#x} bytes below {limit:#x}")]
+    RamTooSmall { need: u64, limit: u64 },
+    #[error("the text to print is {len} bytes; at most {max} fit")]
+    TextTooLong { len: usize, max: usize },
+    #[error("vCPU count must be at least 1")]
+    NoVcpus,
+    #[error("MMIO probe address {gpa:#x} lies inside guest RAM; pick an address outside RAM")]
+    ProbeInRam { gpa: u64 },
+    #[error("MMIO probe address {gpa:#x} is beyond the identity map (top {top:#x})")]
+    ProbeUnmapped { gpa: u64, top: u64 },
+}

@@ -1,0 +1,271 @@
+//! Lays a built-in program out in low guest memory:
+//!
+//! ```text
+//! IMAGE_BASE          GDT (56 bytes), TSS at +0x100
+//! + 1 page            code: prologue, then the workload
+//! page aligned        data: the text to print / per-vCPU touch tables
+//! page aligned        two stack pages per vCPU (kernel, user)
+//! page aligned        identity page tables (CR3)
+//! reserved_end        free RAM: what `touch` writes
+//! ```
+
+use super::workloads::encode;
+use crate::x86_64::gdt;
+use crate::x86_64::layout::{IMAGE_BASE, MMIO_HOLE_END};
+use crate::x86_64::paging::{self, PAGE_4K};
+use crate::{GuestImage, ImageError, Program, RamRange, VcpuEntry};
+
+/// Longest text `hello` prints.
+pub const MAX_TEXT: usize = 4096;
+
+fn page_up(x: u64) -> u64 {
+    x.div_ceil(PAGE_4K) * PAGE_4K
+}
+
+/// Splits the free RAM above `reserved_end` into `vcpus` contiguous shares of whole
+/// 4 KiB pages (the first `pages % vcpus` shares get one page more). Each share is a
+/// list of (start, end) guest-physical ranges.
+pub fn touch_shares(ram: &[RamRange], reserved_end: u64, vcpus: usize) -> Vec<Vec<(u64, u64)>> {
+    let free: Vec<(u64, u64)> = ram
+        .iter()
+        .map(|r| {
+            (
+                page_up(r.gpa.max(reserved_end)),
+                r.end() / PAGE_4K * PAGE_4K,
+            )
+        })
+        .filter(|(s, e)| s < e)
+        .collect();
+    let total: u64 = free.iter().map(|(s, e)| (e - s) / PAGE_4K).sum();
+    let n = vcpus as u64;
+    let mut shares = Vec::with_capacity(vcpus);
+    let mut ranges = free.into_iter();
+    let mut cur = ranges.next();
+    for i in 0..n {
+        let mut want = total / n + u64::from(i < total % n);
+        let mut share = Vec::new();
+        while want > 0 {
+            let Some((s, e)) = cur else { break };
+            let take = want.min((e - s) / PAGE_4K);
+            share.push((s, s + take * PAGE_4K));
+            want -= take;
+            cur = if s + take * PAGE_4K == e {
+                ranges.next()
+            } else {
+                Some((s + take * PAGE_4K, e))
+            };
+        }
+        shares.push(share);
+    }
+    shares
+}
+
+/// Builds the image of `program` for `vcpus` vCPUs over `ram`, with identity page
+/// tables of `guest_page_size` leaves.
+pub fn build(
+    program: &Program,
+    ram: &[RamRange],
+    vcpus: usize,
+    guest_page_size: u64,
+) -> Result<GuestImage, ImageError> {
+    if vcpus == 0 {
+        return Err(ImageError::NoVcpus);
+    }
+    let first = ram.first().ok_or(ImageError::NoRam)?;
+    let top = ram.iter().map(RamRange::end).max().unwrap_or(0);
+    // Map the MMIO hole too, so programs can reach device addresses.
+    let mapped_top = top.max(MMIO_HOLE_END);
+
+    let gdt_base = IMAGE_BASE;
+    let tss_base = IMAGE_BASE + 0x100;
+    let code_base = IMAGE_BASE + PAGE_4K;
+    let code = encode(program, code_base).map_err(|_| ImageError::NoVcpus)?;
+    let data_base = page_up(code_base + code.len() as u64);
+
+    let mut writes = Vec::new();
+    let mut args = vec![[0u64; 4]; vcpus];
+    let mut pages_per_vcpu = vec![0u64; vcpus];
+    let data: Vec<u8>;
+    let mut touch_tables = None;
+    match program {
+        Program::Hello { text } => {
+            if text.len() > MAX_TEXT {
+                return Err(ImageError::TextTooLong {
+                    len: text.len(),
+                    max: MAX_TEXT,
+                });
+            }
+            data = text.as_bytes().to_vec();
+            args[0] = [0, data_base, 0, data.len() as u64];
+        }
+        Program::Touch => {
+            // Tables hold at most one pair per RAM range per vCPU.
+            let per_vcpu = ram.len() as u64 * 16;
+            data = vec![0; (per_vcpu * vcpus as u64) as usize];
+            touch_tables = Some(per_vcpu);
+        }
+        Program::MmioProbe { gpa } => {
+            if ram.iter().any(|r| (r.gpa..r.end()).contains(gpa)) {
+                return Err(ImageError::ProbeInRam { gpa: *gpa });
+            }
+            let mapped = paging::identity_map(0, mapped_top, guest_page_size)
+                .map(|m| m.mapped)
+                .unwrap_or(0);
+            if gpa.saturating_add(8) > mapped {
+                return Err(ImageError::ProbeUnmapped {
+                    gpa: *gpa,
+                    top: mapped,
+                });
+            }
+            data = Vec::new();
+        }
+        Program::TripleFault | Program::PortProbe { .. } => data = Vec::new(),
+    }
+    let stacks_base = page_up(data_base + data.len() as u64);
+    let tables_base = stacks_base + 2 * PAGE_4K * vcpus as u64;
+    let tables = paging::identity_map(tables_base, mapped_top, guest_page_size).map_err(|_| {
+        ImageError::RamTooSmall {
+            need: u64::MAX,
+            limit: first.end(),
+        }
+    })?;
+    let reserved_end = tables_base + tables.bytes.len() as u64;
+    if first.gpa != 0 || reserved_end > first.end() {
+        return Err(ImageError::RamTooSmall {
+            need: reserved_end,
+            limit: first.end(),
+        });
+    }
+
+    let mut data = data;
+    if let Some(per_vcpu) = touch_tables {
+        for (i, share) in touch_shares(ram, reserved_end, vcpus).iter().enumerate() {
+            let at = (per_vcpu * i as u64) as usize;
+            for (j, (s, e)) in share.iter().enumerate() {
+                data[at + j * 16..at + j * 16 + 8].copy_from_slice(&s.to_le_bytes());
+                data[at + j * 16 + 8..at + j * 16 + 16].copy_from_slice(&e.to_le_bytes());
+            }
+            args[i] = [data_base + at as u64, share.len() as u64, 0, 0];
+            pages_per_vcpu[i] = share.iter().map(|(s, e)| (e - s) / PAGE_4K).sum();
+        }
+    }
+
+    let gdt_entries = gdt::table(tss_base);
+    let first_kernel_stack = stacks_base + PAGE_4K;
+    writes.push((gdt_base, gdt::to_bytes(&gdt_entries)));
+    writes.push((tss_base, gdt::tss(first_kernel_stack).to_vec()));
+    writes.push((code_base, code));
+    if !data.is_empty() {
+        writes.push((data_base, data));
+    }
+    writes.push((tables_base, tables.bytes));
+
+    let vcpu_entries = (0..vcpus as u64)
+        .map(|i| VcpuEntry {
+            entry: code_base,
+            kernel_stack: stacks_base + (2 * i + 1) * PAGE_4K,
+            user_stack: stacks_base + (2 * i + 2) * PAGE_4K,
+            args: args[i as usize],
+        })
+        .collect();
+    Ok(GuestImage {
+        writes,
+        page_table_root: tables_base,
+        guest_page_size,
+        vcpus: vcpu_entries,
+        reserved_end,
+        pages_per_vcpu,
+    })
+}
+
+/// GDT limit for KVM_SET_SREGS, matching what [`build`] writes.
+pub const GDT_LIMIT: u16 = (7 * 8 - 1) as u16;
+/// TSS location inside the image.
+pub const TSS_BASE: u64 = IMAGE_BASE + 0x100;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::x86_64::layout::ram_ranges;
+    use crate::x86_64::paging::{PAGE_1G, PAGE_2M};
+
+    #[test]
+    fn shares_cover_free_ram_exactly_once_even_across_the_hole() {
+        let ram = ram_ranges(5 * PAGE_1G);
+        for vcpus in [1, 2, 3, 7] {
+            let shares = touch_shares(&ram, 0x10_0000, vcpus);
+            assert_eq!(shares.len(), vcpus);
+            let mut all: Vec<(u64, u64)> = shares.concat();
+            all.sort();
+            let pages: u64 = all.iter().map(|(s, e)| (e - s) / PAGE_4K).sum();
+            assert_eq!(pages, (5 * PAGE_1G - 0x10_0000) / PAGE_4K);
+            for w in all.windows(2) {
+                assert!(w[0].1 <= w[1].0, "overlap {w:?}");
+            }
+            let sizes: Vec<u64> = shares
+                .iter()
+                .map(|s| s.iter().map(|(a, b)| b - a).sum())
+                .collect();
+            let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            assert!(max - min <= PAGE_4K, "{sizes:?}");
+        }
+    }
+
+    #[test]
+    fn touch_image_passes_each_vcpu_its_table() {
+        let ram = ram_ranges(PAGE_1G);
+        let img = build(&Program::Touch, &ram, 2, PAGE_2M).unwrap();
+        assert_eq!(img.vcpus.len(), 2);
+        let total: u64 = img.pages_per_vcpu.iter().sum();
+        assert_eq!(total, (PAGE_1G - img.reserved_end) / PAGE_4K);
+        let (data_gpa, data) = img
+            .writes
+            .iter()
+            .find(|(g, _)| *g == img.vcpus[1].args[0] - 16)
+            .unwrap();
+        assert_eq!(*data_gpa + 16, img.vcpus[1].args[0]);
+        let start = u64::from_le_bytes(data[16..24].try_into().unwrap());
+        let end0 = u64::from_le_bytes(data[8..16].try_into().unwrap());
+        assert_eq!(start, end0, "vCPU 1 starts where vCPU 0 ends");
+        assert_eq!(img.vcpus[0].args[1], 1);
+        assert_ne!(img.vcpus[0].kernel_stack, img.vcpus[1].kernel_stack);
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        let ram = ram_ranges(PAGE_1G);
+        assert_eq!(
+            build(&Program::Touch, &ram, 0, PAGE_2M).unwrap_err(),
+            ImageError::NoVcpus
+        );
+        assert_eq!(
+            build(&Program::Touch, &[], 1, PAGE_2M).unwrap_err(),
+            ImageError::NoRam
+        );
+        let long = Program::Hello {
+            text: "x".repeat(MAX_TEXT + 1),
+        };
+        assert!(matches!(
+            build(&long, &ram, 1, PAGE_2M),
+            Err(ImageError::TextTooLong { .. })
+        ));
+        let in_ram = Program::MmioProbe { gpa: 0x10_0000 };
+        assert!(matches!(
+            build(&in_ram, &ram, 1, PAGE_2M),
+            Err(ImageError::ProbeInRam { .. })
+        ));
+        let far = Program::MmioProbe { gpa: 1 << 40 };
+        assert!(matches!(
+            build(&far, &ram, 1, PAGE_2M),
+            Err(ImageError::ProbeUnmapped { .. })
+        ));
+        let tiny = [RamRange {
+            gpa: 0,
+            size: 0x4000,
+        }];
+        assert!(matches!(
+            build(&Program::Touch, &tiny, 1, PAGE_2M),
+            Err(ImageError::RamTooSmall { .. })
+        ));
+    }
+}

@@ -1,0 +1,146 @@
+//! An address bus (port I/O or MMIO) that routes guest accesses to devices.
+//!
+//! Guests control every address and length that reaches here, so the bus checks that an
+//! access lies wholly inside one device's range. Anything else is unclaimed: reads see
+//! all-ones (what real hardware returns for a master abort), writes are dropped, and the
+//! first such access per address is logged so a misbehaving guest cannot flood the log.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use thiserror::Error;
+
+#[cfg(test)]
+mod tests;
+
+/// A device on a bus. Offsets are relative to the start of the device's range, and the
+/// access `[offset, offset + data.len())` is guaranteed to lie inside the range.
+pub trait BusDevice: Send + Sync {
+    fn read(&self, offset: u64, data: &mut [u8]);
+    fn write(&self, offset: u64, data: &[u8]);
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BusError {
+    #[error("device range at {base:#x} has zero length")]
+    Empty { base: u64 },
+    #[error("device range {base:#x}+{len:#x} wraps around the address space")]
+    Overflow { base: u64, len: u64 },
+    #[error("device range {base:#x}+{len:#x} overlaps the device at {other:#x}")]
+    Overlap { base: u64, len: u64, other: u64 },
+}
+
+/// What became of an access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Claimed,
+    Unclaimed,
+}
+
+/// How many distinct unclaimed addresses are logged before the bus goes quiet.
+const MAX_LOGGED_UNCLAIMED: usize = 64;
+
+struct Entry {
+    len: u64,
+    device: Arc<dyn BusDevice>,
+}
+
+/// A bus: named for log messages ("pio", "mmio").
+pub struct Bus {
+    name: &'static str,
+    devices: BTreeMap<u64, Entry>,
+    logged: Mutex<HashSet<u64>>,
+}
+
+impl Bus {
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            devices: BTreeMap::new(),
+            logged: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Claims `[base, base + len)` for `device`.
+    pub fn insert(
+        &mut self,
+        base: u64,
+        len: u64,
+        device: Arc<dyn BusDevice>,
+    ) -> Result<(), BusError> {
+        if len == 0 {
+            return Err(BusError::Empty { base });
+        }
+        let end = base
+            .checked_add(len)
+            .ok_or(BusError::Overflow { base, len })?;
+        let before = self.devices.range(..end).next_back();
+        if let Some((&other, e)) = before {
+            if other + e.len > base {
+                return Err(BusError::Overlap { base, len, other });
+            }
+        }
+        self.devices.insert(base, Entry { len, device });
+        Ok(())
+    }
+
+    /// The device whose range holds all of `[addr, addr + len)`, with the offset.
+    fn find(&self, addr: u64, len: usize) -> Option<(&Entry, u64)> {
+        let (&base, entry) = self.devices.range(..=addr).next_back()?;
+        let offset = addr - base;
+        let end = offset.checked_add(len as u64)?;
+        (end <= entry.len).then_some((entry, offset))
+    }
+
+    pub fn read(&self, addr: u64, data: &mut [u8]) -> Access {
+        match self.find(addr, data.len()) {
+            Some((e, offset)) => {
+                e.device.read(offset, data);
+                Access::Claimed
+            }
+            None => {
+                data.fill(0xff);
+                self.log_unclaimed("read", addr, data.len());
+                Access::Unclaimed
+            }
+        }
+    }
+
+    pub fn write(&self, addr: u64, data: &[u8]) -> Access {
+        match self.find(addr, data.len()) {
+            Some((e, offset)) => {
+                e.device.write(offset, data);
+                Access::Claimed
+            }
+            None => {
+                self.log_unclaimed("write", addr, data.len());
+                Access::Unclaimed
+            }
+        }
+    }
+
+    fn log_unclaimed(&self, what: &str, addr: u64, len: usize) {
+        let Ok(mut logged) = self.logged.lock() else {
+            return;
+        };
+        if logged.len() > MAX_LOGGED_UNCLAIMED || !logged.insert(addr) {
+            return;
+        }
+        if logged.len() > MAX_LOGGED_UNCLAIMED {
+            tracing::warn!(
+                bus = self.name,
+                "more unclaimed addresses; no longer logging them"
+            );
+        } else {
+            tracing::warn!(
+                bus = self.name,
+                "guest {what} of {len} byte(s) at {addr:#x}: no device claims it ({})",
+                if what == "read" {
+                    "reads as all-ones"
+                } else {
+                    "dropped"
+                }
+            );
+        }
+    }
+}
