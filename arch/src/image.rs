@@ -33,6 +33,9 @@ pub enum Program {
     /// Write to, then read from, a guest-physical address no memory or device backs,
     /// and report the value read.
     MmioProbe { gpa: u64 },
+    /// Count forever, reporting the count as progress every 2^24 iterations. Never
+    /// finishes: exercises pause, resume, stop and timeouts.
+    Spin,
 }
 
 /// Where a vCPU starts and what it is given.

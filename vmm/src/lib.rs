@@ -1,1 +1,11 @@
+//! granule: a KVM virtual machine monitor that knows the host mapping size behind every
+//! guest-physical range. This library holds the VMM; `main.rs` is the CLI on top.
 
+pub mod cli;
+pub mod kvm;
+pub mod memory;
+pub mod probe;
+pub mod programs;
+pub mod units;
+pub mod vcpu;
+pub mod vm;

@@ -1,1 +1,129 @@
-fn main() {}
+//! The `granule` binary: parses the command line, runs the command, maps the result to
+//! an exit code (see README: 0 ok, 1 granule or host error, 2 usage, 3 guest crashed,
+//! 4 guest reported failure, 5 timed out).
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use granule_arch::Program;
+use granule_vmm::cli::{Cli, Command, ProgramArg, RunArgs};
+use granule_vmm::kvm::KvmHandle;
+use granule_vmm::programs::{self, RunConfig, RunSummary, Verdict};
+use granule_vmm::{probe, units};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Probe { json } => run_probe(json),
+        Command::Run(args) => run_program(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("granule: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_probe(json: bool) -> Result<ExitCode> {
+    let facts = probe::probe();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&facts)?);
+    } else {
+        print!("{}", probe::render_table(&facts));
+    }
+    if let Some(err) = &facts.kvm_error {
+        eprintln!("granule: error: {err}");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn program(args: &RunArgs) -> Program {
+    match args.program {
+        ProgramArg::Hello => Program::Hello {
+            text: args.text.clone(),
+        },
+        ProgramArg::Touch => Program::Touch,
+        ProgramArg::TripleFault => Program::TripleFault,
+        ProgramArg::PortProbe => Program::PortProbe { port: args.port },
+        ProgramArg::MmioProbe => Program::MmioProbe { gpa: args.gpa },
+        ProgramArg::Spin => Program::Spin,
+    }
+}
+
+fn run_program(args: &RunArgs) -> Result<ExitCode> {
+    let host_ram = probe::host_memory();
+    if host_ram > 0 && args.memory > host_ram {
+        anyhow::bail!(
+            "--memory {} exceeds this host's RAM ({})",
+            units::format_size(args.memory),
+            units::format_size(host_ram)
+        );
+    }
+    let kvm = KvmHandle::open()?;
+    let cfg = RunConfig {
+        program: program(args),
+        vcpus: args.cpus,
+        memory: args.memory,
+        timeout: args.timeout,
+        progress: !args.quiet,
+    };
+    let summary = programs::run(&kvm, &cfg, std::io::stdout()).context("running the guest")?;
+    eprint!("{}", render_summary(&summary));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&summary)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::from(match summary.verdict {
+        Verdict::Ok => 0,
+        Verdict::Crashed => 3,
+        Verdict::GuestFailed => 4,
+        Verdict::TimedOut => 5,
+    }))
+}
+
+fn render_summary(s: &RunSummary) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let verdict = match s.verdict {
+        Verdict::Ok => "ok",
+        Verdict::GuestFailed => "guest reported failure",
+        Verdict::Crashed => "guest crashed",
+        Verdict::TimedOut => "timed out",
+    };
+    let _ = writeln!(
+        o,
+        "granule: {} on {} vCPU(s), {} RAM, guest pages {}: {verdict} after {:.3} s",
+        s.program,
+        s.vcpus,
+        units::format_size(s.memory_bytes),
+        units::format_size(s.guest_page_size),
+        s.elapsed_s
+    );
+    for (i, outcome) in s.outcomes.iter().enumerate() {
+        let _ = writeln!(o, "  vCPU {i}: {outcome}");
+    }
+    for (vcpu, value) in &s.values {
+        let _ = writeln!(o, "  vCPU {vcpu} reported value {value:#x}");
+    }
+    if s.pages_touched > 0 {
+        let _ = writeln!(
+            o,
+            "  touched {} pages ({}), host verified {} sampled pages",
+            s.pages_touched,
+            units::format_size(s.pages_touched * 4096),
+            s.pages_verified
+        );
+    }
+    o
+}

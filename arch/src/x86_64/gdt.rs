@@ -19,8 +19,10 @@ pub const USER_DATA: u16 = 0xc0f3; // as kernel data, DPL3
 pub const USER_CODE64: u16 = 0xa0fb; // as kernel code, DPL3
 pub const TSS64_AVAILABLE: u16 = 0x0089; // P, DPL0, type 9 (available 64-bit TSS)
 
-/// Size of the 64-bit TSS; its limit is this minus one.
+/// Size of the 64-bit TSS proper.
 pub const TSS_SIZE: u64 = 104;
+/// TSS plus an I/O permission bitmap for all 65536 ports and its terminating byte.
+pub const TSS_WITH_IOMAP: u64 = TSS_SIZE + 8192 + 1;
 
 /// Encodes an 8-byte segment descriptor.
 pub fn descriptor(flags: u16, base: u32, limit: u32) -> u64 {
@@ -36,7 +38,11 @@ pub fn descriptor(flags: u16, base: u32, limit: u32) -> u64 {
 
 /// The guest's GDT: null, kernel code, kernel data, user data, user code, TSS (16 bytes).
 pub fn table(tss_base: u64) -> [u64; 7] {
-    let tss_low = descriptor(TSS64_AVAILABLE, tss_base as u32, (TSS_SIZE - 1) as u32);
+    let tss_low = descriptor(
+        TSS64_AVAILABLE,
+        tss_base as u32,
+        (TSS_WITH_IOMAP - 1) as u32,
+    );
     [
         0,
         descriptor(KERNEL_CODE64, 0, 0xfffff),
@@ -48,12 +54,19 @@ pub fn table(tss_base: u64) -> [u64; 7] {
     ]
 }
 
-/// The guest's TSS: only RSP0 matters (the stack for exceptions taken from CPL3); the
-/// I/O map base points past the end so no I/O bitmap exists and IOPL alone decides.
-pub fn tss(rsp0: u64) -> [u8; TSS_SIZE as usize] {
-    let mut t = [0u8; TSS_SIZE as usize];
+/// The guest's TSS: RSP0 (the stack for exceptions taken from CPL3) and an I/O
+/// permission bitmap that allows every port.
+///
+/// Why a bitmap when the workload runs with IOPL=3: KVM's PVM backend (CI hosts) runs
+/// guest CPL3 code natively with the host's IOPL of 0, so IOPL=3 in the guest's RFLAGS
+/// has no effect there, but PVM does honour the guest TSS bitmap (measured: with IOPL=3
+/// alone `in`/`out` at CPL3 raise #GP; with this bitmap they exit to the VMM). On
+/// hardware KVM IOPL=3 already suffices; the bitmap is harmless.
+pub fn tss(rsp0: u64) -> Vec<u8> {
+    let mut t = vec![0u8; TSS_WITH_IOMAP as usize];
     t[4..12].copy_from_slice(&rsp0.to_le_bytes());
     t[102..104].copy_from_slice(&(TSS_SIZE as u16).to_le_bytes());
+    t[TSS_WITH_IOMAP as usize - 1] = 0xff;
     t
 }
 
@@ -78,7 +91,7 @@ mod tests {
     #[test]
     fn tss_descriptor_spans_two_slots_with_the_full_base() {
         let t = table(0x1_2345_6000);
-        assert_eq!(t[5] & 0xffff, TSS_SIZE - 1); // limit
+        assert_eq!(t[5] & 0xffff, TSS_WITH_IOMAP - 1); // limit
         assert_eq!((t[5] >> 16) & 0xff_ffff, 0x45_6000); // base 23..0
         assert_eq!((t[5] >> 56) & 0xff, 0x23); // base 31..24
         assert_eq!((t[5] >> 40) & 0xff, 0x89); // present, type 9

@@ -64,7 +64,7 @@ pub fn long_mode_sregs(mut s: kvm_sregs, t: &Tables) -> kvm_sregs {
     s.ss = data;
     s.tr = kvm_segment {
         base: t.tss_base,
-        limit: (gdt::TSS_SIZE - 1) as u32,
+        limit: (gdt::TSS_WITH_IOMAP - 1) as u32,
         selector: gdt::TSS_SEL,
         type_: 0xb, // busy 64-bit TSS, as after LTR
         present: 1,

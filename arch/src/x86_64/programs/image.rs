@@ -1,8 +1,8 @@
 //! Lays a built-in program out in low guest memory:
 //!
 //! ```text
-//! IMAGE_BASE          GDT (56 bytes), TSS at +0x100
-//! + 1 page            code: prologue, then the workload
+//! IMAGE_BASE          GDT (56 bytes), TSS with I/O bitmap at +0x100 (8 KiB)
+//! + 3 pages           code: prologue, then the workload
 //! page aligned        data: the text to print / per-vCPU touch tables
 //! page aligned        two stack pages per vCPU (kernel, user)
 //! page aligned        identity page tables (CR3)
@@ -78,7 +78,7 @@ pub fn build(
 
     let gdt_base = IMAGE_BASE;
     let tss_base = IMAGE_BASE + 0x100;
-    let code_base = IMAGE_BASE + PAGE_4K;
+    let code_base = IMAGE_BASE + 3 * PAGE_4K;
     let code = encode(program, code_base).map_err(|_| ImageError::NoVcpus)?;
     let data_base = page_up(code_base + code.len() as u64);
 
@@ -119,7 +119,7 @@ pub fn build(
             }
             data = Vec::new();
         }
-        Program::TripleFault | Program::PortProbe { .. } => data = Vec::new(),
+        Program::TripleFault | Program::PortProbe { .. } | Program::Spin => data = Vec::new(),
     }
     let stacks_base = page_up(data_base + data.len() as u64);
     let tables_base = stacks_base + 2 * PAGE_4K * vcpus as u64;
@@ -153,7 +153,7 @@ pub fn build(
     let gdt_entries = gdt::table(tss_base);
     let first_kernel_stack = stacks_base + PAGE_4K;
     writes.push((gdt_base, gdt::to_bytes(&gdt_entries)));
-    writes.push((tss_base, gdt::tss(first_kernel_stack).to_vec()));
+    writes.push((tss_base, gdt::tss(first_kernel_stack)));
     writes.push((code_base, code));
     if !data.is_empty() {
         writes.push((data_base, data));

@@ -93,6 +93,21 @@ fn mmio_probe(a: &mut Asm, gpa: u64) {
     done(a);
 }
 
+/// Counts in rbx forever; reports every 2^24 iterations.
+fn spin(a: &mut Asm) {
+    let top = a.label();
+    a.zero(Reg::Rbx);
+    a.bind(top);
+    a.inc(Reg::Rbx)
+        .test_imm32(Reg::Rbx, SPIN_REPORT_EVERY - 1)
+        .jcc(Cond::Nz, top);
+    report(a, ReportKind::Progress);
+    a.jmp(top);
+}
+
+/// `spin` reports its count every this many iterations.
+pub const SPIN_REPORT_EVERY: u32 = 1 << 24;
+
 /// Encodes `program` at guest address `base`: prologue first (the entry point), then
 /// the workload. Returns the code.
 pub fn encode(program: &Program, base: u64) -> Result<Vec<u8>, UnboundLabel> {
@@ -112,6 +127,7 @@ pub fn encode(program: &Program, base: u64) -> Result<Vec<u8>, UnboundLabel> {
         }
         Program::PortProbe { port } => port_probe(&mut a, *port),
         Program::MmioProbe { gpa } => mmio_probe(&mut a, *gpa),
+        Program::Spin => spin(&mut a),
     }
     a.finish()
 }
@@ -136,6 +152,16 @@ mod tests {
     fn touch_stores_with_the_three_byte_mov() {
         let code = encode(&Program::Touch, 0x2000).unwrap();
         assert!(code.windows(3).any(|w| w == [0x48, 0x89, 0x00]));
+    }
+
+    #[test]
+    fn spin_loops_back_and_never_falls_through() {
+        let code = encode(&Program::Spin, 0x2000).unwrap();
+        // Last instruction: jmp rel32 back into the loop.
+        let n = code.len();
+        assert_eq!(code[n - 5], 0xe9);
+        let rel = i32::from_le_bytes(code[n - 4..].try_into().unwrap());
+        assert!(rel < 0);
     }
 
     #[test]

@@ -1,0 +1,101 @@
+//! Value parsers for the command line.
+
+use std::time::Duration;
+
+use crate::units::parse_size;
+
+/// The most vCPUs accepted on the command line; KVM's own limit is checked at run time.
+pub const MAX_VCPUS_ARG: usize = 4096;
+/// Guest RAM granularity: whole 2 MiB pages keep every layout huge-page friendly.
+pub const RAM_ALIGN: u64 = 2 << 20;
+pub const MIN_RAM: u64 = 4 << 20;
+
+pub fn parse_vcpus(s: &str) -> Result<usize, String> {
+    let n: usize = s.trim().parse().map_err(|_| {
+        format!("invalid vCPU count '{s}': expected a whole number from 1 to {MAX_VCPUS_ARG}")
+    })?;
+    if n == 0 || n > MAX_VCPUS_ARG {
+        return Err(format!(
+            "invalid vCPU count '{s}': expected a whole number from 1 to {MAX_VCPUS_ARG}"
+        ));
+    }
+    Ok(n)
+}
+
+pub fn parse_ram_size(s: &str) -> Result<u64, String> {
+    let bytes = parse_size(s).map_err(|e| e.to_string())?;
+    if bytes < MIN_RAM {
+        return Err(format!("invalid memory size '{s}': at least 4M is needed"));
+    }
+    if bytes % RAM_ALIGN != 0 {
+        return Err(format!(
+            "invalid memory size '{s}': must be a multiple of 2M (e.g. 512M, 1G)"
+        ));
+    }
+    Ok(bytes)
+}
+
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let form = "expected a positive number of seconds, e.g. 30 or 2.5";
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid timeout '{s}': {form}"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        return Err(format!("invalid timeout '{s}': {form}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn parse_u64(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => t.parse(),
+    };
+    parsed
+        .map_err(|_| format!("invalid address '{s}': expected a 64-bit number, decimal or 0x hex"))
+}
+
+pub fn parse_port(s: &str) -> Result<u16, String> {
+    let v = parse_u64(s)
+        .map_err(|_| format!("invalid port '{s}': expected 0 to 65535, decimal or 0x hex"))?;
+    u16::try_from(v)
+        .map_err(|_| format!("invalid port '{s}': expected 0 to 65535, decimal or 0x hex"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vcpus() {
+        assert_eq!(parse_vcpus("2"), Ok(2));
+        for bad in ["0", "-1", "x", "", "99999", "1.5"] {
+            let e = parse_vcpus(bad).unwrap_err();
+            assert!(e.contains(&format!("'{bad}'")) && e.contains("1 to"), "{e}");
+        }
+    }
+
+    #[test]
+    fn ram_sizes() {
+        assert_eq!(parse_ram_size("1G"), Ok(1 << 30));
+        assert!(parse_ram_size("5M").unwrap_err().contains("multiple of 2M"));
+        assert!(parse_ram_size("2M").unwrap_err().contains("at least 4M"));
+        assert!(parse_ram_size("lots").unwrap_err().contains("'lots'"));
+    }
+
+    #[test]
+    fn timeouts_ports_addresses() {
+        assert_eq!(parse_timeout("2.5"), Ok(Duration::from_millis(2500)));
+        for bad in ["0", "-3", "nan", "inf", "soon"] {
+            assert!(parse_timeout(bad)
+                .unwrap_err()
+                .contains("positive number of seconds"));
+        }
+        assert_eq!(parse_port("0x3f8"), Ok(0x3f8));
+        assert!(parse_port("70000").unwrap_err().contains("0 to 65535"));
+        assert_eq!(parse_u64("0xd0000000"), Ok(0xd000_0000));
+        assert!(parse_u64("0xzz").unwrap_err().contains("'0xzz'"));
+    }
+}

@@ -1,0 +1,135 @@
+//! Host facts read from /proc and /sys.
+
+use serde::Serialize;
+use std::fs;
+
+fn read(path: &str) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+pub fn kernel_release() -> String {
+    read("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into())
+}
+
+pub fn cpu_model() -> String {
+    let info = read("/proc/cpuinfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            matches!(k.trim(), "model name" | "CPU part" | "Processor")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Parses a `/proc/meminfo` line value in kB into bytes.
+pub fn meminfo_bytes(meminfo: &str, key: &str) -> Option<u64> {
+    meminfo.lines().find_map(|l| {
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        let kb: u64 = rest.split_whitespace().next()?.parse().ok()?;
+        Some(kb * 1024)
+    })
+}
+
+pub fn mem_total() -> u64 {
+    read("/proc/meminfo")
+        .and_then(|m| meminfo_bytes(&m, "MemTotal"))
+        .unwrap_or(0)
+}
+
+/// One hugetlb pool size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HugepagePool {
+    pub page_size: u64,
+    pub total: u64,
+    pub free: u64,
+    pub reserved: u64,
+    pub surplus: u64,
+}
+
+pub fn hugepage_pools() -> Vec<HugepagePool> {
+    let Ok(dir) = fs::read_dir("/sys/kernel/mm/hugepages") else {
+        return Vec::new();
+    };
+    let mut pools: Vec<HugepagePool> = dir
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let kb: u64 = name
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()?;
+            let num = |f: &str| {
+                read(&format!("/sys/kernel/mm/hugepages/{name}/{f}"))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            Some(HugepagePool {
+                page_size: kb * 1024,
+                total: num("nr_hugepages"),
+                free: num("free_hugepages"),
+                reserved: num("resv_hugepages"),
+                surplus: num("surplus_hugepages"),
+            })
+        })
+        .collect();
+    pools.sort_by_key(|p| p.page_size);
+    pools
+}
+
+/// Transparent huge page settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Thp {
+    pub enabled: String,
+    pub defrag: String,
+}
+
+/// The bracketed choice of a sysfs multiple-choice file (`always [madvise] never`).
+pub fn selected(choice: &str) -> String {
+    choice
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('[')?.strip_suffix(']'))
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+pub fn thp() -> Thp {
+    let get = |f: &str| {
+        read(&format!("/sys/kernel/mm/transparent_hugepage/{f}"))
+            .map(|s| selected(&s))
+            .unwrap_or_else(|| "unavailable".into())
+    };
+    Thp {
+        enabled: get("enabled"),
+        defrag: get("defrag"),
+    }
+}
+
+/// Whether devices could be passed through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Vfio {
+    pub dev_vfio: bool,
+    pub iommu_groups: usize,
+}
+
+pub fn vfio() -> Vfio {
+    Vfio {
+        dev_vfio: std::path::Path::new("/dev/vfio/vfio").exists(),
+        iommu_groups: fs::read_dir("/sys/kernel/iommu_groups").map_or(0, |d| d.count()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysfs_choices_and_meminfo_parse() {
+        assert_eq!(selected("always [madvise] never"), "madvise");
+        assert_eq!(selected("garbage"), "unknown");
+        let m = "MemTotal:       24576000 kB\nMemFree:  100 kB\n";
+        assert_eq!(meminfo_bytes(m, "MemTotal"), Some(24_576_000 * 1024));
+        assert_eq!(meminfo_bytes(m, "Mem"), None);
+    }
+}

@@ -1,0 +1,73 @@
+//! The human-readable form of [`HostFacts`].
+
+use std::fmt::Write;
+
+use super::HostFacts;
+use crate::units::format_size;
+
+pub fn render_table(f: &HostFacts) -> String {
+    let mut o = String::new();
+    let mut row = |k: &str, v: String| {
+        let _ = writeln!(o, "{k:<22} {v}");
+    };
+    row("arch", f.arch.into());
+    row("kernel", f.kernel.clone());
+    row("cpu", format!("{} ({} CPUs)", f.cpu_model, f.cpus));
+    row("memory", format_size(f.memory_bytes));
+    match (&f.kvm, &f.kvm_error) {
+        (Some(k), _) => {
+            row("kvm api", k.api_version.to_string());
+            row("kvm backend", format!("{:?}", k.backend.kind));
+            row(
+                "  hardware stage-2",
+                yes_no(k.backend.hardware_stage2).into(),
+            );
+            row("  detected by", k.backend.detected_by.clone());
+            row(
+                "vcpus",
+                format!(
+                    "recommended {} (NR_VCPUS), max {} (MAX_VCPUS)",
+                    k.nr_vcpus, k.max_vcpus
+                ),
+            );
+            row("memslots", k.nr_memslots.to_string());
+            for (cap, on) in &k.capabilities {
+                row(&format!("  cap {cap}"), yes_no(*on).into());
+            }
+        }
+        (None, err) => row(
+            "kvm",
+            format!("unavailable: {}", err.as_deref().unwrap_or("unknown")),
+        ),
+    }
+    for p in &f.hugepages {
+        row(
+            &format!("hugepages {}", format_size(p.page_size)),
+            format!(
+                "total {} free {} reserved {} surplus {}",
+                p.total, p.free, p.reserved, p.surplus
+            ),
+        );
+    }
+    row(
+        "thp",
+        format!("enabled={} defrag={}", f.thp.enabled, f.thp.defrag),
+    );
+    row(
+        "vfio",
+        format!(
+            "/dev/vfio/vfio {}, {} IOMMU groups",
+            yes_no(f.vfio.dev_vfio),
+            f.vfio.iommu_groups
+        ),
+    );
+    o
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}

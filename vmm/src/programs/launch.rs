@@ -1,0 +1,71 @@
+//! Building a built-in program's VM and starting its vCPUs.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use granule_arch::x86_64::{layout, programs};
+use granule_arch::{GuestImage, RamRange};
+use granule_devices::serial::{SerialPort, SERIAL_PORT_LEN};
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+
+use super::{RunConfig, RunError};
+use crate::kvm::KvmHandle;
+use crate::vcpu::setup_x86_64;
+use crate::vm::{RunningVm, Vm};
+
+/// A built-in program whose vCPUs are running.
+pub struct Launched {
+    pub running: RunningVm,
+    pub image: GuestImage,
+    pub ram: Vec<RamRange>,
+    pub guest_page_size: u64,
+    /// When the vCPUs were started.
+    pub started: Instant,
+}
+
+/// Creates the VM for `cfg`, loads the program and starts every vCPU.
+pub fn launch(
+    kvm: &KvmHandle,
+    cfg: &RunConfig,
+    console: impl Write + Send + 'static,
+) -> Result<Launched, RunError> {
+    if cfg.vcpus > kvm.max_vcpus() {
+        return Err(RunError::TooManyVcpus(cfg.vcpus, kvm.max_vcpus()));
+    }
+    let ram = layout::ram_ranges(cfg.memory);
+    let supported = kvm
+        .kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(RunError::Cpuid)?;
+    let guest_page_size = setup_x86_64::guest_page_size(&supported);
+    let image = programs::build(&cfg.program, &ram, cfg.vcpus, guest_page_size)?;
+
+    let mut vm = Vm::new(kvm, &ram)?;
+    for (gpa, bytes) in &image.writes {
+        vm.ram.write(*gpa, bytes).map_err(RunError::Load)?;
+    }
+    vm.pio
+        .insert(
+            u64::from(layout::COM1_PORT),
+            SERIAL_PORT_LEN,
+            Arc::new(SerialPort::new(console)),
+        )
+        .map_err(RunError::Serial)?;
+    let mut fds = Vec::with_capacity(cfg.vcpus);
+    for index in 0..cfg.vcpus {
+        let fd = vm.create_vcpu(index)?;
+        setup_x86_64::configure(&fd, &supported, &image, index)
+            .map_err(|source| RunError::VcpuSetup { index, source })?;
+        fds.push(fd);
+    }
+    let started = Instant::now();
+    let running = vm.start(fds, Some(layout::REPORT_PORT))?;
+    Ok(Launched {
+        running,
+        image,
+        ram,
+        guest_page_size,
+        started,
+    })
+}

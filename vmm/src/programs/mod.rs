@@ -1,0 +1,179 @@
+//! Running granule's built-in guest programs (`granule run` without a kernel).
+
+mod launch;
+mod progress;
+mod verify;
+
+use std::io::Write;
+use std::time::Duration;
+
+use granule_arch::report::ReportKind;
+use granule_arch::x86_64::programs;
+use granule_arch::{ImageError, Program};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::kvm::KvmHandle;
+use crate::vcpu::{VcpuEvent, VcpuOutcome};
+use crate::vm::{VmError, VmExit};
+pub use launch::{launch, Launched};
+pub use verify::VerifyError;
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("{0} vCPUs requested, but this host's KVM allows at most {1} per VM")]
+    TooManyVcpus(usize, usize),
+    #[error("cannot read the CPUID KVM supports: {0}")]
+    Cpuid(kvm_ioctls::Error),
+    #[error("cannot build the guest program: {0}")]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error("cannot set up vCPU {index}: {source}")]
+    VcpuSetup {
+        index: usize,
+        source: kvm_ioctls::Error,
+    },
+    #[error("cannot load the program into guest memory: {0}")]
+    Load(crate::memory::MemoryError),
+    #[error("cannot attach the serial port: {0}")]
+    Serial(granule_devices::BusError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+}
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub program: Program,
+    pub vcpus: usize,
+    pub memory: u64,
+    /// Stop the guest after this long.
+    pub timeout: Option<Duration>,
+    /// Show progress on stderr.
+    pub progress: bool,
+}
+
+/// How the guest as a whole ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every vCPU finished with code 0 (and `touch` memory checked out).
+    Ok,
+    /// A vCPU finished with a non-zero code.
+    GuestFailed,
+    /// A vCPU crashed, halted, or KVM failed.
+    Crashed,
+    /// The timeout passed first.
+    TimedOut,
+}
+
+/// The result of one run, printed as a table or JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub program: String,
+    pub vcpus: usize,
+    pub memory_bytes: u64,
+    pub guest_page_size: u64,
+    pub elapsed_s: f64,
+    pub verdict: Verdict,
+    pub outcomes: Vec<VcpuOutcome>,
+    /// Values the program reported, as (vCPU, value).
+    pub values: Vec<(usize, u64)>,
+    /// Pages the program wrote (touch) and pages the host then checked.
+    pub pages_touched: u64,
+    pub pages_verified: u64,
+}
+
+/// Short name of a program for reports.
+pub fn program_name(p: &Program) -> &'static str {
+    match p {
+        Program::Hello { .. } => "hello",
+        Program::Touch => "touch",
+        Program::TripleFault => "triple-fault",
+        Program::PortProbe { .. } => "port-probe",
+        Program::MmioProbe { .. } => "mmio-probe",
+        Program::Spin => "spin",
+    }
+}
+
+/// Runs `cfg.program` in a fresh VM until it finishes, crashes or times out; the serial
+/// console goes to `console`.
+pub fn run(
+    kvm: &KvmHandle,
+    cfg: &RunConfig,
+    console: impl Write + Send + 'static,
+) -> Result<RunSummary, RunError> {
+    let Launched {
+        mut running,
+        image,
+        ram,
+        guest_page_size,
+        started,
+    } = launch(kvm, cfg, console)?;
+    let deadline = cfg.timeout.map(|t| started + t);
+    let total_pages: u64 = image.pages_per_vcpu.iter().sum();
+    let mut progress =
+        progress::Progress::new(cfg.progress && total_pages > 0, cfg.vcpus, total_pages);
+    let mut values = Vec::new();
+    let exit = running.wait(deadline, Duration::from_millis(250), |event| match event {
+        None => progress.tick(),
+        Some(VcpuEvent::Report {
+            vcpu,
+            kind: ReportKind::Progress,
+            value,
+        }) => progress.update(*vcpu, *value),
+        Some(VcpuEvent::Report {
+            vcpu,
+            kind: ReportKind::Value,
+            value,
+        }) => values.push((*vcpu, *value)),
+        Some(VcpuEvent::Report { .. }) => {}
+        Some(VcpuEvent::Exited { vcpu, outcome }) => {
+            if let VcpuOutcome::Done { code: 0 } = outcome {
+                progress.update(*vcpu, image.pages_per_vcpu[*vcpu]);
+            }
+        }
+    })?;
+    progress.finish();
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let verdict = verdict(&exit);
+    let mut pages_verified = 0;
+    if verdict == Verdict::Ok && cfg.program == Program::Touch {
+        let shares = programs::touch_shares(&ram, image.reserved_end, cfg.vcpus);
+        pages_verified = verify::touched_pages(&running.ram, &shares)?;
+    }
+    Ok(RunSummary {
+        program: program_name(&cfg.program).into(),
+        vcpus: cfg.vcpus,
+        memory_bytes: cfg.memory,
+        guest_page_size,
+        elapsed_s,
+        verdict,
+        outcomes: exit.outcomes,
+        values,
+        pages_touched: if cfg.program == Program::Touch {
+            total_pages
+        } else {
+            0
+        },
+        pages_verified,
+    })
+}
+
+/// Judges a finished run.
+pub fn verdict(exit: &VmExit) -> Verdict {
+    if exit.timed_out {
+        Verdict::TimedOut
+    } else if exit.outcomes.iter().all(VcpuOutcome::is_clean) {
+        Verdict::Ok
+    } else if exit
+        .outcomes
+        .iter()
+        .all(|o| matches!(o, VcpuOutcome::Done { .. } | VcpuOutcome::Stopped))
+    {
+        Verdict::GuestFailed
+    } else {
+        Verdict::Crashed
+    }
+}

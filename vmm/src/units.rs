@@ -1,0 +1,90 @@
+//! Byte sizes as users write and read them: `512M`, `4G`, `1.5 GiB`.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("invalid size '{input}': {why}; expected a whole number of bytes with an optional K, M, G or T suffix (powers of 1024), e.g. 512M or 4G")]
+pub struct SizeError {
+    pub input: String,
+    pub why: &'static str,
+}
+
+/// Parses `4096`, `64K`, `512M`, `4G`, `1T` (also `4GiB`, `4gb`).
+pub fn parse_size(input: &str) -> Result<u64, SizeError> {
+    let err = |why| SizeError {
+        input: input.to_string(),
+        why,
+    };
+    let s = input.trim();
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(err("it does not start with a number"));
+    }
+    let (num, suffix) = s.split_at(digits);
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(err("unknown suffix")),
+    };
+    let n: u64 = num.parse().map_err(|_| err("the number is too large"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| err("the size does not fit in 64 bits"))
+}
+
+/// Formats bytes with the largest binary unit that keeps it exact to 0.1.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_binary_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("4g"), Ok(4 << 30));
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+    }
+
+    #[test]
+    fn bad_sizes_name_the_input_and_the_form() {
+        for bad in [
+            "",
+            "G",
+            "1.5G",
+            "-1G",
+            "12Q",
+            "99999999999999999999",
+            "20000000T",
+        ] {
+            let e = parse_size(bad).unwrap_err();
+            assert_eq!(e.input, bad);
+            assert!(e.to_string().contains("e.g. 512M"), "{e}");
+        }
+    }
+
+    #[test]
+    fn sizes_format_readably() {
+        assert_eq!(format_size(2 << 20), "2 MiB");
+        assert_eq!(format_size(1536 << 20), "1.5 GiB");
+        assert_eq!(format_size(100), "100 B");
+    }
+}

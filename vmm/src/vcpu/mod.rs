@@ -1,0 +1,14 @@
+//! One thread per vCPU: its run loop, exit dispatch to the I/O buses, and the events it
+//! sends to the VMM.
+
+mod control;
+mod kick;
+mod outcome;
+mod run_loop;
+#[cfg(target_arch = "x86_64")]
+pub mod setup_x86_64;
+
+pub use control::{Desired, VcpuControl};
+pub use kick::{install_handler as install_kick_handler, kick_signal};
+pub use outcome::{RegsSnapshot, VcpuOutcome};
+pub use run_loop::{VcpuEvent, VcpuRunner};

@@ -1,0 +1,188 @@
+//! The vCPU run loop.
+
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use granule_arch::report::ReportKind;
+use granule_devices::Bus;
+use kvm_bindings::KVM_EXIT_INTERNAL_ERROR;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use super::control::{Desired, VcpuControl};
+use super::kick;
+use super::outcome::{RegsSnapshot, VcpuOutcome};
+
+/// What a vCPU thread tells the VMM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VcpuEvent {
+    /// The guest program reported something other than `Done`.
+    Report {
+        vcpu: usize,
+        kind: ReportKind,
+        value: u64,
+    },
+    /// The thread stopped running its vCPU; always the thread's last event.
+    Exited { vcpu: usize, outcome: VcpuOutcome },
+}
+
+/// What the loop does after one exit. Nothing here borrows the vCPU, so registers can be
+/// read after the exit (which borrows the vCPU's kvm_run) is gone.
+enum Step {
+    Continue,
+    /// A write of this value to the report port.
+    Report(u32),
+    Halted,
+    Shutdown,
+    FailEntry(u64),
+    InternalError,
+    Unhandled(String),
+    RunFailed(i32),
+}
+
+/// Routes one exit to the buses; everything else becomes a [`Step`] to finish later.
+fn dispatch(exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus, report_port: Option<u16>) -> Step {
+    match exit {
+        VcpuExit::IoOut(port, data) => {
+            if Some(port) == report_port && data.len() == 4 {
+                return Step::Report(u32::from_le_bytes([data[0], data[1], data[2], data[3]]));
+            }
+            pio.write(u64::from(port), data);
+            Step::Continue
+        }
+        VcpuExit::IoIn(port, data) => {
+            pio.read(u64::from(port), data);
+            Step::Continue
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            mmio.write(addr, data);
+            Step::Continue
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            mmio.read(addr, data);
+            Step::Continue
+        }
+        VcpuExit::Hlt => Step::Halted,
+        VcpuExit::Shutdown => Step::Shutdown,
+        VcpuExit::FailEntry(reason, _cpu) => Step::FailEntry(reason),
+        VcpuExit::InternalError => Step::InternalError,
+        VcpuExit::Intr => Step::Continue,
+        other => Step::Unhandled(format!("{other:?}")),
+    }
+}
+
+/// Everything one vCPU thread owns.
+pub struct VcpuRunner {
+    pub index: usize,
+    pub fd: VcpuFd,
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub control: Arc<VcpuControl>,
+    pub events: Sender<VcpuEvent>,
+    /// The built-in programs' report port, when the guest is one of them.
+    pub report_port: Option<u16>,
+}
+
+impl VcpuRunner {
+    /// Runs until the guest finishes or fails, or the VMM says stop. Sends the outcome as
+    /// the last event, also when the loop panics (a bug must not look like a hang).
+    pub fn run(mut self) {
+        let index = self.index;
+        let events = self.events.clone();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_loop()))
+            .unwrap_or_else(|_| VcpuOutcome::RunFailed {
+                errno: 0,
+                message: "vCPU thread panicked (a granule bug)".into(),
+                regs: RegsSnapshot::default(),
+            });
+        // The receiver may be gone if the VMM already gave up waiting; nothing to do then.
+        let _ = events.send(VcpuEvent::Exited {
+            vcpu: index,
+            outcome,
+        });
+    }
+
+    fn run_loop(&mut self) -> VcpuOutcome {
+        let run_ptr: *mut kvm_bindings::kvm_run = self.fd.get_kvm_run();
+        let _binding = kick::bind_current_thread(run_ptr);
+        loop {
+            match self.control.desired() {
+                Desired::Run => {}
+                Desired::Stop => return VcpuOutcome::Stopped,
+                Desired::Pause => {
+                    if self.control.park() == Desired::Stop {
+                        return VcpuOutcome::Stopped;
+                    }
+                    continue;
+                }
+            }
+            let step = match self.fd.run() {
+                Ok(exit) => dispatch(exit, &self.pio, &self.mmio, self.report_port),
+                Err(e) if e.errno() == libc::EINTR => {
+                    // A kick: clear the flag the signal handler set, then re-read `desired`.
+                    self.fd.set_kvm_immediate_exit(0);
+                    Step::Continue
+                }
+                Err(e) if e.errno() == libc::EAGAIN => Step::Continue,
+                Err(e) => Step::RunFailed(e.errno()),
+            };
+            let regs = || RegsSnapshot::read(&self.fd);
+            let outcome = match step {
+                Step::Continue => continue,
+                Step::Report(raw) => match self.report(raw) {
+                    Some(outcome) => outcome,
+                    None => continue,
+                },
+                Step::Halted => VcpuOutcome::Halted { regs: regs() },
+                Step::Shutdown => VcpuOutcome::Shutdown { regs: regs() },
+                Step::FailEntry(reason) => VcpuOutcome::FailEntry {
+                    reason,
+                    regs: regs(),
+                },
+                Step::InternalError => {
+                    let suberror = self.internal_suberror();
+                    VcpuOutcome::InternalError {
+                        suberror,
+                        regs: RegsSnapshot::read(&self.fd),
+                    }
+                }
+                Step::Unhandled(exit) => VcpuOutcome::Unhandled { exit, regs: regs() },
+                Step::RunFailed(errno) => VcpuOutcome::RunFailed {
+                    errno,
+                    message: std::io::Error::from_raw_os_error(errno).to_string(),
+                    regs: regs(),
+                },
+            };
+            return outcome;
+        }
+    }
+
+    fn internal_suberror(&mut self) -> u32 {
+        let run = self.fd.get_kvm_run();
+        if run.exit_reason != KVM_EXIT_INTERNAL_ERROR {
+            return 0;
+        }
+        // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the union
+        // member KVM filled in.
+        unsafe { run.__bindgen_anon_1.internal.suberror }
+    }
+
+    /// Handles a report; returns the outcome when the report ends this vCPU.
+    fn report(&self, raw: u32) -> Option<VcpuOutcome> {
+        let value = self.fd.get_regs().map(|r| r.rbx).unwrap_or(0);
+        match ReportKind::from_raw(raw) {
+            Some(ReportKind::Done) => Some(VcpuOutcome::Done { code: value }),
+            Some(kind) => {
+                let _ = self.events.send(VcpuEvent::Report {
+                    vcpu: self.index,
+                    kind,
+                    value,
+                });
+                None
+            }
+            None => Some(VcpuOutcome::Unhandled {
+                exit: format!("report of unknown kind {raw:#x}"),
+                regs: RegsSnapshot::read(&self.fd),
+            }),
+        }
+    }
+}

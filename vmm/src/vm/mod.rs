@@ -1,0 +1,82 @@
+//! A VM: the KVM VM fd, its RAM and I/O buses, and its running vCPU threads.
+
+mod running;
+
+use std::sync::Arc;
+
+use granule_arch::RamRange;
+use granule_devices::Bus;
+use kvm_ioctls::{VcpuFd, VmFd};
+use thiserror::Error;
+
+use crate::kvm::KvmHandle;
+use crate::memory::{GuestRam, MemoryError};
+
+pub use running::{RunningVm, VmExit, STOP_TIMEOUT};
+
+#[derive(Debug, Error)]
+pub enum VmError {
+    #[error("KVM_CREATE_VM failed: {0}")]
+    Create(kvm_ioctls::Error),
+    #[error("KVM_SET_TSS_ADDR failed: {0}")]
+    TssAddr(kvm_ioctls::Error),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error("KVM_CREATE_VCPU {index} failed: {source}")]
+    CreateVcpu {
+        index: usize,
+        source: kvm_ioctls::Error,
+    },
+    #[error("cannot install the vCPU kick signal handler: {0}")]
+    KickHandler(vmm_sys_util::errno::Error),
+    #[error("cannot start the thread for vCPU {index}: {source}")]
+    Thread {
+        index: usize,
+        source: std::io::Error,
+    },
+    #[error("vCPU {index} did not stop within {waited_ms} ms; its thread was left behind")]
+    StopTimeout { index: usize, waited_ms: u128 },
+}
+
+/// A created VM whose vCPUs have not started yet.
+pub struct Vm {
+    // Field order is drop order: the VM fd goes before the memory it maps.
+    pub fd: VmFd,
+    pub ram: GuestRam,
+    pub pio: Bus,
+    pub mmio: Bus,
+}
+
+impl Vm {
+    /// Creates the VM and maps and registers `ram`.
+    pub fn new(kvm: &KvmHandle, ram: &[RamRange]) -> Result<Self, VmError> {
+        let fd = kvm.kvm.create_vm().map_err(VmError::Create)?;
+        #[cfg(target_arch = "x86_64")]
+        fd.set_tss_address(granule_arch::x86_64::layout::KVM_TSS_ADDR as usize)
+            .map_err(VmError::TssAddr)?;
+        let ram = GuestRam::new(ram)?;
+        ram.register(&fd)?;
+        Ok(Self {
+            fd,
+            ram,
+            pio: Bus::new("pio"),
+            mmio: Bus::new("mmio"),
+        })
+    }
+
+    pub fn create_vcpu(&self, index: usize) -> Result<VcpuFd, VmError> {
+        self.fd
+            .create_vcpu(index as u64)
+            .map_err(|source| VmError::CreateVcpu { index, source })
+    }
+
+    /// Starts one thread per vCPU. `report_port` enables the built-in programs' report
+    /// channel.
+    pub fn start(self, vcpus: Vec<VcpuFd>, report_port: Option<u16>) -> Result<RunningVm, VmError> {
+        running::start(self, vcpus, report_port)
+    }
+
+    pub(crate) fn buses(self) -> (VmFd, GuestRam, Arc<Bus>, Arc<Bus>) {
+        (self.fd, self.ram, Arc::new(self.pio), Arc::new(self.mmio))
+    }
+}
