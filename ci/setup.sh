@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what granule's build and tests need, idempotently. Today that is only the
+# Rust toolchain with rustfmt and clippy, which this kind of machine ships; later
+# issues add the QEMU test beds (resources/).
+set -euo pipefail
+
+need() {
+    if ! command -v "$1" >/dev/null 2>&1; then
+        echo "error: $1 is not installed; $2" >&2
+        exit 1
+    fi
+}
+need cargo "install Rust 1.85 or newer (rustup or Debian's rustc/cargo)"
+cargo fmt --version >/dev/null 2>&1 || { echo "error: rustfmt missing: rustup component add rustfmt" >&2; exit 1; }
+cargo clippy --version >/dev/null 2>&1 || { echo "error: clippy missing: rustup component add clippy" >&2; exit 1; }
+cargo fetch --locked >/dev/null

@@ -1,0 +1,53 @@
+//! Shared by the host-KVM integration tests.
+//!
+//! Skip policy: without /dev/kvm a test prints why and passes, unless
+//! GRANULE_REQUIRE_KVM=1 (set by ci/test.sh whenever /dev/kvm exists), which turns the
+//! skip into a failure. Each test that ran appends its name to GRANULE_KVM_TESTS_LOG so
+//! ci/test.sh can fail when no KVM test ran at all.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::Path;
+
+use granule_vmm::kvm::KvmHandle;
+
+/// Whether the test should go ahead on KVM; see the module doc.
+pub fn kvm_available(test: &str) -> bool {
+    if !Path::new("/dev/kvm").exists() {
+        if std::env::var("GRANULE_REQUIRE_KVM").as_deref() == Ok("1") {
+            panic!("{test}: GRANULE_REQUIRE_KVM=1 but /dev/kvm does not exist");
+        }
+        eprintln!("SKIP {test}: /dev/kvm does not exist on this machine");
+        return false;
+    }
+    if let Ok(log) = std::env::var("GRANULE_KVM_TESTS_LOG") {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{test}");
+        }
+    }
+    true
+}
+
+/// Opens KVM; a host with /dev/kvm that cannot be opened is a test failure.
+pub fn kvm() -> KvmHandle {
+    KvmHandle::open().expect("/dev/kvm exists but cannot be used")
+}
+
+/// Runs the `granule` binary with `args`; returns (exit code, stdout, stderr).
+pub fn granule(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_granule"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("cannot start the granule binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

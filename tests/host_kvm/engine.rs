@@ -1,0 +1,206 @@
+//! The VM and vCPU engine on the host's /dev/kvm, through the library API.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use granule_arch::report::ReportKind;
+use granule_arch::x86_64::programs::touch_shares;
+use granule_arch::Program;
+use granule_vmm::programs::{self, launch, RunConfig, Verdict};
+use granule_vmm::vcpu::{VcpuEvent, VcpuOutcome};
+
+fn config(program: Program, vcpus: usize, memory: u64) -> RunConfig {
+    RunConfig {
+        program,
+        vcpus,
+        memory,
+        timeout: Some(Duration::from_secs(120)),
+        progress: false,
+    }
+}
+
+#[test]
+fn touch_1g_on_2_vcpus_writes_every_page_with_its_address() {
+    if !common::kvm_available("touch_1g_on_2_vcpus_writes_every_page_with_its_address") {
+        return;
+    }
+    let kvm = common::kvm();
+    let cfg = config(Program::Touch, 2, 1 << 30);
+    let mut l = launch(&kvm, &cfg, std::io::sink()).unwrap();
+    let exit = l
+        .running
+        .wait(
+            Some(Instant::now() + Duration::from_secs(120)),
+            Duration::from_secs(1),
+            |_| {},
+        )
+        .unwrap();
+    assert_eq!(programs::verdict(&exit), Verdict::Ok, "{:?}", exit.outcomes);
+    assert_eq!(exit.outcomes, vec![VcpuOutcome::Done { code: 0 }; 2]);
+
+    // Check, independently of granule's own sampling: every 61st page (co-prime with
+    // the huge-page strides) of both shares, plus both shares' first and last pages.
+    let shares = touch_shares(&l.ram, l.image.reserved_end, 2);
+    assert_eq!(shares.len(), 2);
+    let mut checked = 0;
+    for share in &shares {
+        let pages: Vec<u64> = share
+            .iter()
+            .flat_map(|&(s, e)| (s..e).step_by(4096))
+            .collect();
+        assert!(pages.len() > 100_000, "each vCPU touches ~half of 1 GiB");
+        let ends = [pages[0], pages[pages.len() - 1]];
+        let picks = pages.iter().step_by(61).chain(ends.iter());
+        for &gpa in picks {
+            assert_eq!(l.running.ram.read_u64(gpa).unwrap(), gpa, "page {gpa:#x}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 4000);
+    // The image's own area is left alone: the GDT's null descriptor is still zero and
+    // the first kernel-code descriptor is intact.
+    assert_eq!(l.running.ram.read_u64(0x1000).unwrap(), 0);
+    assert_eq!(
+        l.running.ram.read_u64(0x1008).unwrap(),
+        0x00af_9b00_0000_ffff
+    );
+}
+
+#[test]
+fn triple_fault_is_reported_as_shutdown_with_the_faulting_state() {
+    if !common::kvm_available("triple_fault_is_reported_as_shutdown_with_the_faulting_state") {
+        return;
+    }
+    let kvm = common::kvm();
+    let s = programs::run(
+        &kvm,
+        &config(Program::TripleFault, 1, 64 << 20),
+        std::io::sink(),
+    )
+    .unwrap();
+    assert_eq!(s.verdict, Verdict::Crashed);
+    let VcpuOutcome::Shutdown { regs } = &s.outcomes[0] else {
+        panic!("expected a shutdown, got {:?}", s.outcomes[0]);
+    };
+    assert_eq!(regs.cpl, 3, "the workload runs at CPL3");
+    assert_eq!(regs.cs, 0x23);
+    assert_ne!(regs.rip, 0);
+}
+
+#[test]
+fn unclaimed_port_reads_all_ones_and_the_guest_carries_on() {
+    if !common::kvm_available("unclaimed_port_reads_all_ones_and_the_guest_carries_on") {
+        return;
+    }
+    let kvm = common::kvm();
+    let s = programs::run(
+        &kvm,
+        &config(Program::PortProbe { port: 0x80 }, 1, 64 << 20),
+        std::io::sink(),
+    )
+    .unwrap();
+    assert_eq!(s.verdict, Verdict::Ok, "{:?}", s.outcomes);
+    assert_eq!(s.values, vec![(0, 0xffff_ffff)]);
+}
+
+#[test]
+fn unclaimed_mmio_write_is_dropped_and_reads_all_ones() {
+    if !common::kvm_available("unclaimed_mmio_write_is_dropped_and_reads_all_ones") {
+        return;
+    }
+    let kvm = common::kvm();
+    let probe = Program::MmioProbe { gpa: 0xd000_0000 };
+    let s = programs::run(&kvm, &config(probe, 1, 64 << 20), std::io::sink()).unwrap();
+    assert_eq!(s.verdict, Verdict::Ok, "{:?}", s.outcomes);
+    // The guest stored 0x0123456789abcdef; nothing kept it.
+    assert_eq!(s.values, vec![(0, u64::MAX)]);
+}
+
+#[test]
+fn hello_prints_on_the_serial_port() {
+    if !common::kvm_available("hello_prints_on_the_serial_port") {
+        return;
+    }
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let out = Shared::default();
+    let kvm = common::kvm();
+    let text = "granule says hi\n".to_string();
+    let s = programs::run(
+        &kvm,
+        &config(Program::Hello { text: text.clone() }, 2, 64 << 20),
+        out.clone(),
+    )
+    .unwrap();
+    assert_eq!(s.verdict, Verdict::Ok);
+    assert_eq!(
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap(),
+        text
+    );
+}
+
+/// Pause stops progress, resume restarts it, stop ends every vCPU within the bound.
+#[test]
+fn spin_pauses_resumes_and_stops() {
+    if !common::kvm_available("spin_pauses_resumes_and_stops") {
+        return;
+    }
+    let kvm = common::kvm();
+    let mut l = launch(&kvm, &config(Program::Spin, 2, 64 << 20), std::io::sink()).unwrap();
+    let progress_within = |l: &mut programs::Launched, d: Duration| {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            if let Some(VcpuEvent::Report {
+                kind: ReportKind::Progress,
+                ..
+            }) = l.running.next_event(Duration::from_millis(50))
+            {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(
+        progress_within(&mut l, Duration::from_secs(30)),
+        "spin reports progress"
+    );
+    assert!(l.running.pause(Duration::from_secs(5)), "both vCPUs park");
+    // Drain what was sent before the pause took effect, then expect silence.
+    while l.running.next_event(Duration::from_millis(200)).is_some() {}
+    assert!(
+        !progress_within(&mut l, Duration::from_secs(1)),
+        "no progress while paused"
+    );
+    l.running.resume();
+    assert!(
+        progress_within(&mut l, Duration::from_secs(30)),
+        "progress after resume"
+    );
+    let t = Instant::now();
+    let outcomes = l.running.stop().unwrap();
+    assert_eq!(outcomes, vec![VcpuOutcome::Stopped; 2]);
+    assert!(t.elapsed() < granule_vmm::vm::STOP_TIMEOUT);
+}
+
+#[test]
+fn timeout_stops_a_guest_that_never_finishes() {
+    if !common::kvm_available("timeout_stops_a_guest_that_never_finishes") {
+        return;
+    }
+    let kvm = common::kvm();
+    let mut cfg = config(Program::Spin, 2, 64 << 20);
+    cfg.timeout = Some(Duration::from_millis(300));
+    let s = programs::run(&kvm, &cfg, std::io::sink()).unwrap();
+    assert_eq!(s.verdict, Verdict::TimedOut);
+    assert_eq!(s.outcomes, vec![VcpuOutcome::Stopped; 2]);
+}
