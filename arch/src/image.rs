@@ -83,4 +83,8 @@ pub enum ImageError {
     ProbeInRam { gpa: u64 },
     #[error("MMIO probe address {gpa:#x} is beyond the identity map (top {top:#x})")]
     ProbeUnmapped { gpa: u64, top: u64 },
+    #[error("guest program encoding failed (a granule bug): {0}")]
+    Encode(String),
+    #[error("guest page tables: {0}")]
+    Paging(String),
 }

@@ -79,7 +79,7 @@ pub fn build(
     let gdt_base = IMAGE_BASE;
     let tss_base = IMAGE_BASE + 0x100;
     let code_base = IMAGE_BASE + 3 * PAGE_4K;
-    let code = encode(program, code_base).map_err(|_| ImageError::NoVcpus)?;
+    let code = encode(program, code_base).map_err(|e| ImageError::Encode(e.to_string()))?;
     let data_base = page_up(code_base + code.len() as u64);
 
     let mut writes = Vec::new();
@@ -109,8 +109,8 @@ pub fn build(
                 return Err(ImageError::ProbeInRam { gpa: *gpa });
             }
             let mapped = paging::identity_map(0, mapped_top, guest_page_size)
-                .map(|m| m.mapped)
-                .unwrap_or(0);
+                .map_err(|e| ImageError::Paging(e.to_string()))?
+                .mapped;
             if gpa.saturating_add(8) > mapped {
                 return Err(ImageError::ProbeUnmapped {
                     gpa: *gpa,
@@ -123,12 +123,8 @@ pub fn build(
     }
     let stacks_base = page_up(data_base + data.len() as u64);
     let tables_base = stacks_base + 2 * PAGE_4K * vcpus as u64;
-    let tables = paging::identity_map(tables_base, mapped_top, guest_page_size).map_err(|_| {
-        ImageError::RamTooSmall {
-            need: u64::MAX,
-            limit: first.end(),
-        }
-    })?;
+    let tables = paging::identity_map(tables_base, mapped_top, guest_page_size)
+        .map_err(|e| ImageError::Paging(e.to_string()))?;
     let reserved_end = tables_base + tables.bytes.len() as u64;
     if first.gpa != 0 || reserved_end > first.end() {
         return Err(ImageError::RamTooSmall {
