@@ -129,14 +129,19 @@ impl Asm {
         self.emit(&imm.to_le_bytes())
     }
 
-    /// `mov dst, src` (64-bit).
-    pub fn mov_rr(&mut self, dst: Reg, src: Reg) -> &mut Self {
+    /// A 64-bit register-register instruction `opcode /r` with ModRM.rm = `rm`.
+    fn op_rr(&mut self, opcode: u8, rm: Reg, reg: Reg) -> &mut Self {
         let b = [
-            Self::rex_w(src, dst),
-            0x89,
-            0xc0 | (src.low() << 3) | dst.low(),
+            Self::rex_w(reg, rm),
+            opcode,
+            0xc0 | (reg.low() << 3) | rm.low(),
         ];
         self.emit(&b)
+    }
+
+    /// `mov dst, src` (64-bit).
+    pub fn mov_rr(&mut self, dst: Reg, src: Reg) -> &mut Self {
+        self.op_rr(0x89, dst, src)
     }
 
     /// `mov qword ptr [base + disp], src`.
@@ -179,24 +184,17 @@ impl Asm {
 
     /// `add dst, src` (64-bit).
     pub fn add_rr(&mut self, dst: Reg, src: Reg) -> &mut Self {
-        let b = [
-            Self::rex_w(src, dst),
-            0x01,
-            0xc0 | (src.low() << 3) | dst.low(),
-        ];
-        self.emit(&b)
+        self.op_rr(0x01, dst, src)
     }
 
     /// `cmp a, b` (64-bit): flags from `a - b`.
     pub fn cmp_rr(&mut self, a: Reg, b: Reg) -> &mut Self {
-        let bytes = [Self::rex_w(b, a), 0x39, 0xc0 | (b.low() << 3) | a.low()];
-        self.emit(&bytes)
+        self.op_rr(0x39, a, b)
     }
 
     /// `test r, r` (64-bit).
     pub fn test_rr(&mut self, a: Reg, b: Reg) -> &mut Self {
-        let bytes = [Self::rex_w(b, a), 0x85, 0xc0 | (b.low() << 3) | a.low()];
-        self.emit(&bytes)
+        self.op_rr(0x85, a, b)
     }
 
     /// `test r32, imm32`.
