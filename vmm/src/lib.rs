@@ -6,6 +6,7 @@ pub mod kvm;
 pub mod memory;
 pub mod probe;
 pub mod programs;
+pub mod stage2;
 pub mod units;
 pub mod vcpu;
 pub mod vm;
