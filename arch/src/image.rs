@@ -62,9 +62,11 @@ pub struct GuestImage {
     pub guest_page_size: u64,
     /// One entry per vCPU.
     pub vcpus: Vec<VcpuEntry>,
-    /// Guest-physical end of the area the image occupies; RAM above it is free for the
-    /// workload.
+    /// Guest-physical end of the area the image occupies (2 MiB aligned); RAM above it
+    /// is free for the workload.
     pub reserved_end: u64,
+    /// The guest page tables' guest-physical range (write-tracked under shadow paging).
+    pub page_tables: (u64, u64),
     /// Work (4 KiB pages) each vCPU is expected to do, for progress display.
     pub pages_per_vcpu: Vec<u64>,
 }

@@ -153,9 +153,19 @@ fn bad_cli_values_get_clear_errors() {
         (&["run", "--cpus", "-1"], "1 to"),
         (&["run", "--cpus", "two"], "'two'"),
         (&["run", "--cpus", "100000"], "1 to"),
-        (&["run", "--memory", "1.5G"], "e.g. 512M"),
-        (&["run", "--memory", "5M"], "multiple of 2M"),
-        (&["run", "--memory", "2M"], "at least 4M"),
+        (&["run", "--memory", "1.5G"], "invalid memory zone '1.5G'"),
+        (
+            &["run", "--memory", "size=5M,backing=hugetlb-2m"],
+            "not a multiple of the 2 MiB page size",
+        ),
+        (
+            &["run", "--memory", "size=3G,backing=hugetlb-1g,gpa=0x40000"],
+            "gpa 0x40000",
+        ),
+        (
+            &["run", "--memory", "size=1G,backing=hugepages"],
+            "unknown backing 'hugepages'",
+        ),
         (&["run", "--memory", "12Q"], "'12Q'"),
         (&["run", "--memory", "99999999999999999999"], "too large"),
         (&["run", "--memory", "20000000T"], "64 bits"),
@@ -163,6 +173,10 @@ fn bad_cli_values_get_clear_errors() {
         (&["run", "--timeout", "soon"], "'soon'"),
         (&["run", "--timeout", "-3"], "positive number of seconds"),
         (&["run", "--memory", "-1G"], "does not start with a number"),
+        (
+            &["run", "--memory", "size=1G,prefault=yes"],
+            "prefault 'yes'",
+        ),
         (&["run", "port-probe", "--port", "70000"], "0 to 65535"),
         (&["run", "mmio-probe", "--gpa", "0xzz"], "'0xzz'"),
         (&["run", "no-such-program"], "possible values"),
@@ -186,6 +200,11 @@ fn bad_values_caught_at_run_time_are_errors_not_panics() {
     }
     let cases: &[(&[&str], &str)] = &[
         (&["run", "--memory", "64T"], "exceeds this host's RAM"),
+        (
+            &["run", "-m", "2G", "-m", "size=1G,gpa=0x40000000"],
+            "overlap",
+        ),
+        (&["run", "-m", "size=1G,gpa=0xc0000000"], "MMIO hole"),
         (&["run", "--cpus", "4096"], "at most"),
         (
             &["run", "mmio-probe", "--gpa", "0x100000"],

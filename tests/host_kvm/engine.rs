@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use granule_arch::report::ReportKind;
 use granule_arch::x86_64::programs::touch_shares;
 use granule_arch::Program;
+use granule_vmm::memory::{Backing, ZoneConfig};
 use granule_vmm::programs::{self, launch, RunConfig, Verdict};
 use granule_vmm::vcpu::{VcpuEvent, VcpuOutcome};
 
@@ -14,7 +15,7 @@ fn config(program: Program, vcpus: usize, memory: u64) -> RunConfig {
     RunConfig {
         program,
         vcpus,
-        memory,
+        zones: vec![ZoneConfig::new(memory, Backing::Anon4k)],
         timeout: Some(Duration::from_secs(120)),
         progress: false,
     }

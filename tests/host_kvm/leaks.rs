@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use granule_arch::Program;
+use granule_vmm::memory::{Backing, ZoneConfig};
 use granule_vmm::programs::{self, RunConfig, Verdict};
 
 fn count(dir: &str) -> usize {
@@ -34,7 +35,7 @@ fn runs_leave_no_threads_fds_or_mappings() {
         let cfg = RunConfig {
             program,
             vcpus: 2,
-            memory: 256 << 20,
+            zones: vec![ZoneConfig::new(256 << 20, Backing::Thp)],
             timeout: Some(Duration::from_millis(300)),
             progress: false,
         };

@@ -4,8 +4,11 @@
 pub mod cli;
 pub mod kvm;
 pub mod memory;
+pub mod observe;
+pub mod plan_command;
 pub mod probe;
 pub mod programs;
+pub mod report;
 pub mod stage2;
 pub mod units;
 pub mod vcpu;

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use granule_arch::Program;
-use granule_vmm::cli::{Cli, Command, ProgramArg, RunArgs};
+use granule_vmm::cli::{Cli, Command, PlanArgs, ProgramArg, RunArgs};
 use granule_vmm::kvm::KvmHandle;
 use granule_vmm::programs::{self, RunConfig, RunSummary, Verdict};
-use granule_vmm::{probe, units};
+use granule_vmm::{plan_command, probe, units};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -24,6 +24,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Probe { json } => run_probe(json),
         Command::Run(args) => run_program(&args),
+        Command::Plan(args) => run_plan(&args),
     };
     match result {
         Ok(code) => code,
@@ -48,6 +49,20 @@ fn run_probe(json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn run_plan(args: &PlanArgs) -> Result<ExitCode> {
+    let out = plan_command::run(args)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "stage-2 plan for {}",
+            granule_vmm::report::describe_target(&out.target)
+        );
+        print!("{}", granule_vmm::report::render_plan(&out.plan));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn program(args: &RunArgs) -> Program {
     match args.program {
         ProgramArg::Hello => Program::Hello {
@@ -62,24 +77,21 @@ fn program(args: &RunArgs) -> Program {
 }
 
 fn run_program(args: &RunArgs) -> Result<ExitCode> {
-    let host_ram = probe::host_memory();
-    if host_ram > 0 && args.memory > host_ram {
-        anyhow::bail!(
-            "--memory {} exceeds this host's RAM ({})",
-            units::format_size(args.memory),
-            units::format_size(host_ram)
-        );
-    }
     let kvm = KvmHandle::open()?;
     let cfg = RunConfig {
         program: program(args),
         vcpus: args.cpus,
-        memory: args.memory,
+        zones: args.memory.clone(),
         timeout: args.timeout,
         progress: !args.quiet,
     };
     let summary = programs::run(&kvm, &cfg, std::io::stdout()).context("running the guest")?;
     eprint!("{}", render_summary(&summary));
+    eprint!("{}", granule_vmm::report::render(&summary.stage2));
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(&summary.stage2)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&summary)?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;

@@ -34,20 +34,24 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
         .ok_or_else(|| err("the size does not fit in 64 bits"))
 }
 
-/// Formats bytes with the largest binary unit that keeps it exact to 0.1.
+/// Formats bytes exactly: the largest binary unit in which the value is a whole number
+/// or has one exact decimal (`1.5 GiB`, `2044 KiB`, never a rounded `2.0 MiB`).
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
+    for (i, name) in UNITS.iter().enumerate().rev() {
+        let unit = 1u128 << (10 * i);
+        let b = u128::from(bytes);
+        if b < unit && i > 0 {
+            continue;
+        }
+        if b % unit == 0 {
+            return format!("{} {name}", b / unit);
+        }
+        if (b * 10) % unit == 0 {
+            return format!("{}.{} {name}", b / unit, (b * 10 / unit) % 10);
+        }
     }
-    if v.fract() == 0.0 {
-        format!("{v:.0} {}", UNITS[u])
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    format!("{bytes} B")
 }
 
 #[cfg(test)]
@@ -86,5 +90,8 @@ mod tests {
         assert_eq!(format_size(2 << 20), "2 MiB");
         assert_eq!(format_size(1536 << 20), "1.5 GiB");
         assert_eq!(format_size(100), "100 B");
+        assert_eq!(format_size(0x1ff000), "2044 KiB");
+        assert_eq!(format_size(0), "0 B");
+        assert_eq!(format_size(u64::MAX), "18446744073709551615 B");
     }
 }

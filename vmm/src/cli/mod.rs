@@ -29,6 +29,62 @@ pub enum Command {
     },
     /// Run a built-in guest program.
     Run(RunArgs),
+    /// Predict the stage-2 leaf size of every guest-physical range, without creating a
+    /// VM: for this host, or for another architecture or MMU.
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchArg {
+    #[value(name = "x86_64")]
+    X86_64,
+    Aarch64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MmuArg {
+    /// Hardware two-dimensional paging (EPT/NPT).
+    Tdp,
+    /// Shadow paging (PVM, or EPT/NPT disabled).
+    Shadow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GranuleArg {
+    #[value(name = "4k")]
+    G4k,
+    #[value(name = "16k")]
+    G16k,
+    #[value(name = "64k")]
+    G64k,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// A guest RAM zone, as for `run` (repeatable).
+    #[arg(long, short = 'm', value_parser = crate::memory::parse_zone, default_value = "1G", allow_hyphen_values = true)]
+    pub memory: Vec<crate::memory::ZoneConfig>,
+    /// A device BAR mapped as a PFN map: gpa=ADDR,size=SIZE[,pa=ADDR][,hva_offset=SIZE] (repeatable).
+    #[arg(long, value_parser = crate::memory::hypothetical::parse_bar)]
+    pub bar: Vec<crate::memory::hypothetical::BarConfig>,
+    /// Architecture to plan for (default: this host's).
+    #[arg(long, value_enum)]
+    pub arch: Option<ArchArg>,
+    /// x86 MMU (default: this host's KVM backend when planning for this host, else tdp).
+    #[arg(long, value_enum)]
+    pub mmu: Option<MmuArg>,
+    /// x86: the largest leaf the CPU supports, 2M or 1G (default: 1G if this host has pdpe1gb).
+    #[arg(long, value_parser = values::parse_leaf)]
+    pub max_leaf: Option<u64>,
+    /// x86 shadow paging: the guest's page size, 2M or 1G.
+    #[arg(long, value_parser = values::parse_leaf, default_value = "2M")]
+    pub guest_page: u64,
+    /// arm64: the host's base page granule.
+    #[arg(long, value_enum, default_value = "4k")]
+    pub granule: GranuleArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The built-in programs.
@@ -57,10 +113,11 @@ pub struct RunArgs {
     /// Number of vCPUs (1 to KVM's maximum).
     #[arg(long, short = 'c', value_parser = values::parse_vcpus, default_value = "1", allow_hyphen_values = true)]
     pub cpus: usize,
-    /// Guest RAM, e.g. 512M or 4G (a multiple of 2 MiB, at least 4M). RAM above 3 GiB
-    /// is placed above the 4 GiB boundary.
-    #[arg(long, short = 'm', value_parser = values::parse_ram_size, default_value = "1G", allow_hyphen_values = true)]
-    pub memory: u64,
+    /// A guest RAM zone: SIZE or size=SIZE[,backing=4k|thp|hugetlb-2m|hugetlb-1g|memfd]
+    /// [,prefault=on][,gpa=ADDR][,misalign=SIZE (debug)]. Repeat for several zones; they
+    /// are placed in order from GPA 0, skipping the MMIO hole at 3-4 GiB.
+    #[arg(long, short = 'm', value_parser = crate::memory::parse_zone, default_value = "1G", allow_hyphen_values = true)]
+    pub memory: Vec<crate::memory::ZoneConfig>,
     /// Stop the guest after this many seconds (e.g. 30 or 2.5).
     #[arg(long, value_parser = values::parse_timeout, allow_hyphen_values = true)]
     pub timeout: Option<std::time::Duration>,
@@ -76,6 +133,9 @@ pub struct RunArgs {
     /// Write the run summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write the stage-2 report (predicted vs observed leaves) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     /// Do not show progress.
     #[arg(long)]
     pub quiet: bool,

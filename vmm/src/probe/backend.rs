@@ -118,6 +118,13 @@ pub fn classify(
     )
 }
 
+impl Backend {
+    /// This host's backend.
+    pub fn detect() -> Self {
+        detect()
+    }
+}
+
 pub fn detect() -> Backend {
     let cmdline = read("/proc/cmdline").unwrap_or_default();
     classify(

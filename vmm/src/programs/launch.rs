@@ -11,6 +11,7 @@ use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 
 use super::{RunConfig, RunError};
 use crate::kvm::KvmHandle;
+use crate::memory::GuestRam;
 use crate::vcpu::setup_x86_64;
 use crate::vm::{RunningVm, Vm};
 
@@ -33,7 +34,13 @@ pub fn launch(
     if cfg.vcpus > kvm.max_vcpus() {
         return Err(RunError::TooManyVcpus(cfg.vcpus, kvm.max_vcpus()));
     }
-    let ram = layout::ram_ranges(cfg.memory);
+    let guest_ram = GuestRam::new(
+        &cfg.zones,
+        &[(layout::MMIO_HOLE_START, layout::MMIO_HOLE_END)],
+        crate::probe::host_memory(),
+    )
+    .map_err(|e| RunError::Vm(e.into()))?;
+    let ram = guest_ram.ranges();
     let supported = kvm
         .kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -41,7 +48,7 @@ pub fn launch(
     let guest_page_size = setup_x86_64::guest_page_size(&supported);
     let image = programs::build(&cfg.program, &ram, cfg.vcpus, guest_page_size)?;
 
-    let mut vm = Vm::new(kvm, &ram)?;
+    let mut vm = Vm::new(kvm, guest_ram)?;
     for (gpa, bytes) in &image.writes {
         vm.ram.write(*gpa, bytes).map_err(RunError::Load)?;
     }

@@ -14,6 +14,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::kvm::KvmHandle;
+use crate::memory::ZoneConfig;
 use crate::vcpu::{VcpuEvent, VcpuOutcome};
 use crate::vm::{VmError, VmExit};
 pub use launch::{launch, Launched};
@@ -47,7 +48,8 @@ pub enum RunError {
 pub struct RunConfig {
     pub program: Program,
     pub vcpus: usize,
-    pub memory: u64,
+    /// Guest RAM zones, in guest-physical order.
+    pub zones: Vec<ZoneConfig>,
     /// Stop the guest after this long.
     pub timeout: Option<Duration>,
     /// Show progress on stderr.
@@ -83,6 +85,8 @@ pub struct RunSummary {
     /// Pages the program wrote (touch) and pages the host then checked.
     pub pages_touched: u64,
     pub pages_verified: u64,
+    /// Predicted vs observed stage-2 leaves.
+    pub stage2: crate::report::Stage2Report,
 }
 
 /// Short name of a program for reports.
@@ -139,14 +143,21 @@ pub fn run(
     let elapsed_s = started.elapsed().as_secs_f64();
     let verdict = verdict(&exit);
     let mut pages_verified = 0;
+    let shares = programs::touch_shares(&ram, image.reserved_end, cfg.vcpus);
     if verdict == Verdict::Ok && cfg.program == Program::Touch {
-        let shares = programs::touch_shares(&ram, image.reserved_end, cfg.vcpus);
         pages_verified = verify::touched_pages(&running.ram, &shares)?;
     }
+    let stage2 = stage2_report(
+        &running,
+        &image,
+        guest_page_size,
+        cfg.program == Program::Touch,
+        &shares,
+    );
     Ok(RunSummary {
         program: program_name(&cfg.program).into(),
         vcpus: cfg.vcpus,
-        memory_bytes: cfg.memory,
+        memory_bytes: cfg.zones.iter().map(|z| z.size).sum(),
         guest_page_size,
         elapsed_s,
         verdict,
@@ -158,6 +169,50 @@ pub fn run(
             0
         },
         pages_verified,
+        stage2,
+    })
+}
+
+/// Builds the stage-2 report while the VM (and so its leaves) still exists.
+fn stage2_report(
+    running: &crate::vm::RunningVm,
+    image: &granule_arch::GuestImage,
+    guest_page: u64,
+    touched: bool,
+    shares: &[Vec<(u64, u64)>],
+) -> crate::report::Stage2Report {
+    let backend = crate::probe::Backend::detect().kind;
+    let target = crate::report::host_target(backend, guest_page);
+    let shadow = matches!(target, crate::stage2::Target::X86Shadow { .. });
+    // The guest certainly ran its first code page; it may have touched any page of
+    // its image. `touch` also wrote every page of its shares.
+    let code_page = image.vcpus[0].entry & !0xfff;
+    let mut accessed_min = vec![(code_page, code_page + 0x1000)];
+    let mut accessed_max = vec![(0, image.reserved_end)];
+    if touched {
+        let all: Vec<(u64, u64)> = shares.iter().flatten().copied().collect();
+        accessed_min.extend(&all);
+        accessed_max.extend(&all);
+    }
+    let vm_stats = match crate::observe::stats::read(&running.fd) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("no KVM statistics: {e}");
+            None
+        }
+    };
+    crate::report::build(crate::report::RunFacts {
+        ram: &running.ram,
+        backend,
+        target,
+        write_tracked: if shadow {
+            vec![image.page_tables]
+        } else {
+            vec![]
+        },
+        accessed_min,
+        accessed_max,
+        vm_stats,
     })
 }
 

@@ -142,8 +142,6 @@ pub enum Reason {
     SlotEdge { size: u64 },
     /// The guest maps this memory with `guest_page` pages (shadow paging cap).
     GuestPageCap { guest_page: u64 },
-    /// The MMU supports leaves of at most `max`.
-    HardwareCap { max: u64 },
     /// The host maps this HVA with `host_page` pages.
     Backing { host_page: u64 },
     /// The aligned block of `size` would leave the host VMA.
@@ -156,13 +154,36 @@ pub enum Reason {
     Unmapped,
 }
 
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::units::format_size as sz;
+        match self {
+            Self::DirtyLogging => write!(f, "dirty logging"),
+            Self::NotCongruent { align } => {
+                write!(f, "GPA and HVA not congruent mod {}", sz(*align))
+            }
+            Self::SlotEdge { size } => write!(f, "{} block crosses the slot edge", sz(*size)),
+            Self::GuestPageCap { guest_page } => {
+                write!(f, "shadow paging: guest pages are {}", sz(*guest_page))
+            }
+            Self::Backing { host_page } => write!(f, "host maps {} pages", sz(*host_page)),
+            Self::VmaEdge { size } => write!(f, "{} block leaves the host VMA", sz(*size)),
+            Self::PfnNotAligned { align } => {
+                write!(f, "device PA not aligned with HVA mod {}", sz(*align))
+            }
+            Self::WriteTracked => write!(f, "guest page tables in the block"),
+            Self::Unmapped => write!(f, "no host mapping"),
+        }
+    }
+}
+
 impl Reason {
     /// What a user can change to get the larger leaf.
     pub fn fix(&self) -> String {
         match self {
             Self::DirtyLogging => "disable dirty logging on this slot (e.g. after migration)".into(),
             Self::NotCongruent { align } => format!(
-                "place the region so GPA and HVA are equal modulo {} (granule aligns both by default; drop the misalign debug option)",
+                "place the region at a GPA congruent with its HVA modulo {} (a naturally aligned GPA; granule aligns HVAs unless told to misalign)",
                 crate::units::format_size(*align)
             ),
             Self::SlotEdge { size } => format!(
@@ -173,9 +194,9 @@ impl Reason {
                 "shadow paging caps leaves at the guest's {} pages: use hardware EPT/NPT",
                 crate::units::format_size(*guest_page)
             ),
-            Self::HardwareCap { max } => format!(
-                "this MMU maps at most {} leaves",
-                crate::units::format_size(*max)
+            Self::Backing { host_page } if *host_page >= M2 => format!(
+                "the host maps {} pages here: use backing=hugetlb-1g for 1 GiB leaves",
+                crate::units::format_size(*host_page)
             ),
             Self::Backing { host_page } => format!(
                 "the host maps {} pages here: use backing=thp, hugetlb-2m or hugetlb-1g",

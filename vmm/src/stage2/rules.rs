@@ -5,7 +5,9 @@
 
 use super::model::{HostKind, HostMapping, PlanInput, Reason, SlotSpec, Target, G1, K4, M2};
 
-/// The predicted leaf at one address.
+/// The predicted leaf at one address. `reason` says why the leaf is not one size
+/// larger: the check that failed for the next larger block, which is what a user can
+/// change to move up a size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub leaf: u64,
@@ -105,9 +107,7 @@ fn x86(
                     reason: first,
                 }
             }
-            Some(r) => {
-                first.get_or_insert(r);
-            }
+            Some(r) => first = Some(r),
         }
     }
     Decision {
@@ -149,9 +149,9 @@ fn arm64(input: &PlanInput, slot: &SlotSpec, gpa: u64, g: super::model::Granule)
         };
     }
     let mut first: Option<Reason> = None;
-    let note = |r: Reason, first: &mut Option<Reason>| {
-        first.get_or_insert(r);
-    };
+    // Checks run from the largest block down, so the last note is about the block
+    // just above the final size.
+    let note = |r: Reason, first: &mut Option<Reason>| *first = Some(r);
     // 2. The size the VMA offers.
     let mut size = match m.kind {
         HostKind::Hugetlb => {

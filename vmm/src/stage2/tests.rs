@@ -146,10 +146,7 @@ fn x86_shadow_caps_at_the_guest_page_and_honours_write_tracking() {
     );
     i.write_tracked = vec![(0x7000, 0x9000)];
     let s = summary(&i);
-    assert_eq!(
-        s[0],
-        (0, M2, K4, Some(Reason::GuestPageCap { guest_page: M2 }))
-    );
+    assert_eq!(s[0], (0, M2, K4, Some(Reason::WriteTracked)));
     assert_eq!(
         s[1],
         (
@@ -276,19 +273,23 @@ fn arm64_pfnmap_bar_geometry() {
         )]
     );
     // HVA and PA 4 KiB off (still congruent mod 2M): the partial 2M blocks at both
-    // ends are pages, the whole ones in between 2M blocks.
+    // ends are pages (their 2M block leaves the VMA), the whole ones in between 2M
+    // blocks (their 1G block leaves the VMA).
     let i = input(
         ARM4K,
         vec![slot(0x80_0000_1000, G1, HVA + K4)],
         vec![bar(HVA + K4, 0x10_0000_1000)],
     );
-    let why = Some(Reason::VmaEdge { size: G1 });
+    let (why1g, why2m) = (
+        Some(Reason::VmaEdge { size: G1 }),
+        Some(Reason::VmaEdge { size: M2 }),
+    );
     assert_eq!(
         summary(&i),
         vec![
-            (0x80_0000_1000, M2 - K4, K4, why),
-            (0x80_0020_0000, G1 - M2, M2, why),
-            (0x80_4000_0000, K4, K4, why),
+            (0x80_0000_1000, M2 - K4, K4, why2m),
+            (0x80_0020_0000, G1 - M2, M2, why1g),
+            (0x80_4000_0000, K4, K4, why2m),
         ]
     );
     // And with the PA not congruent mod 2M either: pages throughout.
@@ -297,7 +298,15 @@ fn arm64_pfnmap_bar_geometry() {
         vec![slot(0x80_0000_1000, G1, HVA + K4)],
         vec![bar(HVA + K4, 0x10_0000_3000)],
     );
-    assert_eq!(summary(&i), vec![(0x80_0000_1000, G1, K4, why)]);
+    let pfn = Some(Reason::PfnNotAligned { align: M2 });
+    assert_eq!(
+        summary(&i),
+        vec![
+            (0x80_0000_1000, M2 - K4, K4, why2m),
+            (0x80_0020_0000, G1 - M2, K4, pfn),
+            (0x80_4000_0000, K4, K4, why2m),
+        ]
+    );
 }
 
 #[test]

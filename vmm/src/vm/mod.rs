@@ -4,7 +4,6 @@ mod running;
 
 use std::sync::Arc;
 
-use granule_arch::RamRange;
 use granule_devices::Bus;
 use kvm_ioctls::{VcpuFd, VmFd};
 use thiserror::Error;
@@ -48,13 +47,12 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Creates the VM and maps and registers `ram`.
-    pub fn new(kvm: &KvmHandle, ram: &[RamRange]) -> Result<Self, VmError> {
+    /// Creates the VM and registers `ram` with it.
+    pub fn new(kvm: &KvmHandle, ram: GuestRam) -> Result<Self, VmError> {
         let fd = kvm.kvm.create_vm().map_err(VmError::Create)?;
         #[cfg(target_arch = "x86_64")]
         fd.set_tss_address(granule_arch::x86_64::layout::KVM_TSS_ADDR as usize)
             .map_err(VmError::TssAddr)?;
-        let ram = GuestRam::new(ram)?;
         ram.register(&fd)?;
         Ok(Self {
             fd,

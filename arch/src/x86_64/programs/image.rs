@@ -12,7 +12,7 @@
 use super::workloads::encode;
 use crate::x86_64::gdt;
 use crate::x86_64::layout::{IMAGE_BASE, MMIO_HOLE_END};
-use crate::x86_64::paging::{self, PAGE_4K};
+use crate::x86_64::paging::{self, PAGE_2M, PAGE_4K};
 use crate::{GuestImage, ImageError, Program, RamRange, VcpuEntry};
 
 /// Longest text `hello` prints.
@@ -125,7 +125,10 @@ pub fn build(
     let tables_base = stacks_base + 2 * PAGE_4K * vcpus as u64;
     let tables = paging::identity_map(tables_base, mapped_top, guest_page_size)
         .map_err(|e| ImageError::Paging(e.to_string()))?;
-    let reserved_end = tables_base + tables.bytes.len() as u64;
+    let tables_end = tables_base + tables.bytes.len() as u64;
+    // Free RAM starts on a 2 MiB boundary: the image's block (whose page tables shadow
+    // paging write-protects) never shares a huge page with the workload's memory.
+    let reserved_end = tables_end.next_multiple_of(PAGE_2M);
     if first.gpa != 0 || reserved_end > first.end() {
         return Err(ImageError::RamTooSmall {
             need: reserved_end,
@@ -170,6 +173,7 @@ pub fn build(
         guest_page_size,
         vcpus: vcpu_entries,
         reserved_end,
+        page_tables: (tables_base, tables_end),
         pages_per_vcpu,
     })
 }
@@ -183,7 +187,7 @@ pub const TSS_BASE: u64 = IMAGE_BASE + 0x100;
 mod tests {
     use super::*;
     use crate::x86_64::layout::ram_ranges;
-    use crate::x86_64::paging::{PAGE_1G, PAGE_2M};
+    use crate::x86_64::paging::PAGE_1G;
 
     #[test]
     fn shares_cover_free_ram_exactly_once_even_across_the_hole() {

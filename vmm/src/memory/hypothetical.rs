@@ -1,0 +1,178 @@
+//! The layout granule would make, without mapping anything: for `granule plan`.
+//!
+//! Zones get the same GPA placement and the same HVA alignment rule as a real run
+//! ([`super::mmap::AlignedMmap`] aligns to [`super::layout::zone_align`]). Device BARs
+//! are PFN maps placed as granule maps them: HVA aligned to min(BAR size, 1 GiB).
+
+use serde::Serialize;
+
+use super::layout::{self, LayoutError};
+use super::zone::ZoneConfig;
+use crate::stage2::{HostKind, HostMapping, PlanInput, SlotSpec, Target, G1, K4};
+use crate::units::parse_size;
+
+/// Where hypothetical host mappings start (any 1 GiB-aligned user address will do).
+const HVA_BASE: u64 = 0x7f00_0000_0000;
+
+/// A PCI BAR passed through with VFIO, as a PFN map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BarConfig {
+    pub gpa: u64,
+    pub size: u64,
+    /// Host physical address of the BAR.
+    pub pa: u64,
+    /// Debug: offset of the BAR mmap from its natural alignment.
+    pub hva_offset: u64,
+}
+
+const BAR_FORM: &str = "expected gpa=ADDR,size=SIZE[,pa=ADDR][,hva_offset=SIZE] with SIZE a power of two of at least 4K";
+
+fn addr(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => parse_size(v).ok(),
+    }
+}
+
+pub fn parse_bar(spec: &str) -> Result<BarConfig, String> {
+    let bad = |why: String| format!("invalid BAR '{spec}': {why}; {BAR_FORM}");
+    let (mut gpa, mut size, mut pa, mut hva_offset) = (None, None, None, 0);
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| bad(format!("'{part}' is not key=value")))?;
+        if !matches!(k, "gpa" | "size" | "pa" | "hva_offset") {
+            return Err(bad(format!("unknown key '{k}'")));
+        }
+        let val = addr(v).ok_or_else(|| bad(format!("{k} '{v}' is not a number")))?;
+        match k {
+            "gpa" => gpa = Some(val),
+            "size" => size = Some(val),
+            "pa" => pa = Some(val),
+            "hva_offset" => hva_offset = val,
+            _ => return Err(bad(format!("unknown key '{k}'"))),
+        }
+    }
+    let gpa = gpa.ok_or_else(|| bad("no gpa".into()))?;
+    let size = size.ok_or_else(|| bad("no size".into()))?;
+    if size < K4 || !size.is_power_of_two() {
+        return Err(bad(format!(
+            "size {size:#x} is not a power of two of at least 4K"
+        )));
+    }
+    if gpa % K4 != 0 || hva_offset % K4 != 0 {
+        return Err(bad("gpa and hva_offset must be multiples of 4K".into()));
+    }
+    // Default: a naturally aligned host physical address, as PCI assigns BARs.
+    let pa = pa.unwrap_or(0x100_0000_0000);
+    Ok(BarConfig {
+        gpa,
+        size,
+        pa,
+        hva_offset,
+    })
+}
+
+/// The planner input for `zones` (placed from `base` around `holes`) and `bars`.
+pub fn plan_input(
+    zones: &[ZoneConfig],
+    bars: &[BarConfig],
+    target: Target,
+    base: u64,
+    holes: &[(u64, u64)],
+) -> Result<PlanInput, LayoutError> {
+    let placements = layout::place(zones, base, holes)?;
+    let mut next_hva = HVA_BASE;
+    let mut mappings = Vec::new();
+    let mut zone_hva = Vec::new();
+    for z in zones {
+        let hva = next_hva.next_multiple_of(layout::zone_align(z)) + z.misalign;
+        zone_hva.push(hva);
+        mappings.push(HostMapping {
+            hva,
+            size: z.size,
+            kind: z.backing.host_kind(),
+            page_size: z.backing.page_size(),
+        });
+        next_hva = (hva + z.size).next_multiple_of(G1) + G1;
+    }
+    let mut slots: Vec<SlotSpec> = placements
+        .iter()
+        .enumerate()
+        .map(|(i, p)| SlotSpec {
+            slot: i as u32,
+            gpa: p.gpa,
+            size: p.size,
+            hva: zone_hva[p.zone] + p.offset,
+            dirty_log: false,
+        })
+        .collect();
+    for b in bars {
+        let hva = next_hva.next_multiple_of(b.size.min(G1)) + b.hva_offset;
+        mappings.push(HostMapping {
+            hva,
+            size: b.size,
+            kind: HostKind::PfnMap { pa: b.pa },
+            page_size: K4,
+        });
+        slots.push(SlotSpec {
+            slot: slots.len() as u32,
+            gpa: b.gpa,
+            size: b.size,
+            hva,
+            dirty_log: false,
+        });
+        next_hva = (hva + b.size).next_multiple_of(G1) + G1;
+    }
+    Ok(PlanInput {
+        target,
+        slots,
+        mappings,
+        write_tracked: vec![],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::Backing;
+    use crate::stage2::{plan, Granule};
+
+    #[test]
+    fn bars_parse_and_reject_bad_geometry() {
+        let b = parse_bar("gpa=0x8000000000,size=1G").unwrap();
+        assert_eq!(
+            (b.gpa, b.size, b.pa, b.hva_offset),
+            (0x80_0000_0000, 1 << 30, 0x100_0000_0000, 0)
+        );
+        for (spec, needle) in [
+            ("gpa=0x8000000000,size=3M", "not a power of two"),
+            ("size=1G", "no gpa"),
+            ("gpa=0x1000,size=1G,colour=red", "unknown key 'colour'"),
+            ("gpa=0x1800,size=1G", "multiples of 4K"),
+            ("gpa=zz,size=1G", "gpa 'zz'"),
+        ] {
+            let e = parse_bar(spec).unwrap_err();
+            assert!(e.contains(needle) && e.contains(BAR_FORM), "{spec}: {e}");
+        }
+    }
+
+    #[test]
+    fn hypothetical_zones_are_congruent_and_bars_aligned() {
+        let zones = [
+            ZoneConfig::new(4 << 30, Backing::Hugetlb1g),
+            ZoneConfig::new(64 << 20, Backing::Thp),
+        ];
+        let bars = [parse_bar("gpa=0x8000000000,size=1G").unwrap()];
+        let t = Target::Arm64 {
+            granule: Granule::G4k,
+        };
+        let input = plan_input(&zones, &bars, t, 0x4000_0000, &[]).unwrap();
+        for s in &input.slots {
+            assert_eq!((s.gpa ^ s.hva) % (2 << 20), 0, "{s:?}");
+        }
+        let p = plan(&input).unwrap();
+        let bar = p.iter().find(|r| r.gpa == 0x80_0000_0000).unwrap();
+        assert_eq!(bar.leaf, G1);
+    }
+}

@@ -1,0 +1,105 @@
+//! `granule plan`: the predicted stage-2 table for a layout, without a VM.
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::cli::{ArchArg, GranuleArg, MmuArg, PlanArgs};
+use crate::memory::hypothetical::{self, BarConfig};
+use crate::memory::layout::LayoutError;
+use crate::memory::ZoneConfig;
+use crate::probe::{Backend, BackendKind};
+use crate::stage2::{self, Granule, PlanError, PlanRange, Target, G1, M2};
+
+#[derive(Debug, Error)]
+pub enum PlanCommandError {
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("--guest-page applies to --mmu shadow only")]
+    GuestPageWithoutShadow,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlanOutput {
+    pub arch: &'static str,
+    pub target: Target,
+    pub zones: Vec<ZoneConfig>,
+    pub bars: Vec<BarConfig>,
+    pub plan: Vec<PlanRange>,
+}
+
+fn host_has_1g() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .is_ok_and(|c| c.split_whitespace().any(|w| w == "pdpe1gb"))
+}
+
+/// The MMU to plan for, from the arguments and (for this host's arch) the host.
+pub fn target(a: &PlanArgs) -> Result<(&'static str, Target), PlanCommandError> {
+    let host_arch = if cfg!(target_arch = "aarch64") {
+        ArchArg::Aarch64
+    } else {
+        ArchArg::X86_64
+    };
+    let arch = a.arch.unwrap_or(host_arch);
+    if arch == ArchArg::Aarch64 {
+        let granule = match a.granule {
+            GranuleArg::G4k => Granule::G4k,
+            GranuleArg::G16k => Granule::G16k,
+            GranuleArg::G64k => Granule::G64k,
+        };
+        return Ok(("aarch64", Target::Arm64 { granule }));
+    }
+    let on_host = arch == host_arch;
+    let mmu = a.mmu.unwrap_or_else(|| {
+        let shadow = on_host
+            && !matches!(
+                Backend::detect().kind,
+                BackendKind::VmxEpt | BackendKind::SvmNpt
+            );
+        if shadow {
+            MmuArg::Shadow
+        } else {
+            MmuArg::Tdp
+        }
+    });
+    let max_leaf = a
+        .max_leaf
+        .unwrap_or(if !on_host || host_has_1g() { G1 } else { M2 });
+    Ok((
+        "x86_64",
+        match mmu {
+            MmuArg::Tdp => Target::X86Tdp { max_leaf },
+            MmuArg::Shadow => Target::X86Shadow {
+                max_leaf,
+                guest_page: a.guest_page,
+            },
+        },
+    ))
+}
+
+pub fn run(a: &PlanArgs) -> Result<PlanOutput, PlanCommandError> {
+    let (arch, target) = target(a)?;
+    if a.mmu == Some(MmuArg::Tdp) && a.guest_page != M2 {
+        return Err(PlanCommandError::GuestPageWithoutShadow);
+    }
+    // x86 keeps RAM out of the 32-bit MMIO hole; arm64 `virt` RAM starts at 1 GiB.
+    let (base, holes) = match target {
+        Target::Arm64 { .. } => (0x4000_0000, vec![]),
+        _ => (
+            0,
+            vec![(
+                granule_arch::x86_64::layout::MMIO_HOLE_START,
+                granule_arch::x86_64::layout::MMIO_HOLE_END,
+            )],
+        ),
+    };
+    let input = hypothetical::plan_input(&a.memory, &a.bar, target, base, &holes)?;
+    Ok(PlanOutput {
+        arch,
+        target,
+        zones: a.memory.clone(),
+        bars: a.bar.clone(),
+        plan: stage2::plan(&input)?,
+    })
+}
