@@ -225,3 +225,200 @@ fn bad_values_caught_at_run_time_are_errors_not_panics() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+fn plan_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["plan", "--json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = granule(&all);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    serde_json::from_str(&out).expect("plan --json prints JSON")
+}
+
+/// (gpa, size, leaf, reason tag) of each planned range.
+fn ranges(v: &serde_json::Value) -> Vec<(u64, u64, u64, Option<String>)> {
+    v["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["gpa"].as_u64().unwrap(),
+                r["size"].as_u64().unwrap(),
+                r["leaf"].as_u64().unwrap(),
+                r["reason"]["reason"].as_str().map(String::from),
+            )
+        })
+        .collect()
+}
+
+const G: u64 = 1 << 30;
+const M: u64 = 1 << 20;
+
+/// `granule plan` needs no KVM: 1G hugetlb on x86 TDP is 1G everywhere it is aligned,
+/// and every smaller range says why.
+#[test]
+fn plan_x86_tdp_hugetlb_1g() {
+    let v = plan_json(&[
+        "--mmu",
+        "tdp",
+        "--max-leaf",
+        "1G",
+        "-m",
+        "size=4G,backing=hugetlb-1g",
+        "-m",
+        "size=64M,backing=thp",
+        "-m",
+        "size=64M,backing=thp,misalign=4K",
+    ]);
+    assert_eq!(v["target"]["mmu"], "x86_tdp");
+    let r = ranges(&v);
+    // 4 GiB of 1G pages split around the MMIO hole: 3 GiB below, 1 GiB above 4 GiB.
+    assert_eq!(r[0], (0, 3 * G, G, None));
+    assert_eq!(r[1], (4 * G, G, G, None));
+    // THP: 2M leaves, because the host maps 2M pages.
+    assert_eq!(r[2], (5 * G, 64 * M, 2 * M, Some("backing".into())));
+    // Misaligned THP: 4K, because GPA and HVA differ modulo 2 MiB (its bulk; the
+    // edges say their 2M block leaves the mapping).
+    let bulk = r[3..].iter().max_by_key(|x| x.1).unwrap();
+    assert_eq!((bulk.2, bulk.3.as_deref()), (4096, Some("not_congruent")));
+    for (gpa, _, leaf, reason) in &r {
+        assert!(
+            *leaf == G || reason.is_some(),
+            "range at {gpa:#x} smaller than 1G without a reason"
+        );
+    }
+    // With a 2M-only CPU, 2M is the best there is: no reasons on the 1G zone.
+    let v = plan_json(&[
+        "--mmu",
+        "tdp",
+        "--max-leaf",
+        "2M",
+        "-m",
+        "size=2G,backing=hugetlb-1g",
+    ]);
+    assert_eq!(ranges(&v), vec![(0, 2 * G, 2 * M, None)]);
+    // Shadow paging with 2M guest pages caps everything at 2M and says so.
+    let v = plan_json(&[
+        "--mmu",
+        "shadow",
+        "--max-leaf",
+        "1G",
+        "-m",
+        "size=2G,backing=hugetlb-1g",
+    ]);
+    assert_eq!(
+        ranges(&v),
+        vec![(0, 2 * G, 2 * M, Some("guest_page_cap".into()))]
+    );
+}
+
+/// arm64 PFN-map geometry: a 1 GiB BAR at an aligned GPA gets 1G blocks; unaligned
+/// ones get 2M or 4K with the reason.
+#[test]
+fn plan_arm64_bar_geometry() {
+    let aligned = "gpa=0x8000000000,size=1G";
+    let v = plan_json(&[
+        "--arch",
+        "aarch64",
+        "-m",
+        "size=1G,backing=hugetlb-1g",
+        "--bar",
+        aligned,
+    ]);
+    assert_eq!(v["target"]["mmu"], "arm64");
+    let r = ranges(&v);
+    assert_eq!(
+        r[0],
+        (0x4000_0000, G, G, None),
+        "RAM at 1 GiB, 1G hugetlb -> 1G blocks"
+    );
+    assert_eq!(r[1], (0x80_0000_0000, G, G, None));
+    // GPA 2 MiB off a 1 GiB boundary: not congruent mod 1G -> 2M blocks.
+    let v = plan_json(&["--arch", "aarch64", "--bar", "gpa=0x8040200000,size=1G"]);
+    assert_eq!(
+        ranges(&v)[1],
+        (0x80_4020_0000, G, 2 * M, Some("not_congruent".into()))
+    );
+    // The BAR mapped 4 KiB off its alignment with a matching PA: 2M blocks inside,
+    // pages at the edges where a 2M block would leave the mapping.
+    let v = plan_json(&[
+        "--arch",
+        "aarch64",
+        "--bar",
+        "gpa=0x8000001000,size=1G,hva_offset=4K,pa=0x10000001000",
+    ]);
+    let r = ranges(&v);
+    assert_eq!(r[1].2, 4096);
+    assert_eq!(r[1].3.as_deref(), Some("vma_edge"));
+    assert_eq!(r[2].2, 2 * M);
+    // 16K granule: THP blocks are 32M.
+    let v = plan_json(&[
+        "--arch",
+        "aarch64",
+        "--granule",
+        "16k",
+        "-m",
+        "size=1G,backing=thp",
+    ]);
+    assert_eq!(ranges(&v)[0].2, 32 * M);
+}
+
+#[test]
+fn plan_prints_a_table_and_rejects_bad_values() {
+    let (code, out, err) = granule(&["plan", "--mmu", "tdp", "-m", "size=2G,backing=thp"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("stage-2 plan for x86 TDP") && out.contains("why not larger"),
+        "{out}"
+    );
+    assert!(
+        out.contains("predicted: 2 GiB in 2M leaves (100.0%)"),
+        "{out}"
+    );
+    for (args, needle) in [
+        (&["plan", "--max-leaf", "4M"][..], "expected 2M or 1G"),
+        (&["plan", "--bar", "size=1G"][..], "no gpa"),
+        (&["plan", "--arch", "riscv"][..], "possible values"),
+        (&["plan", "--granule", "8k"][..], "possible values"),
+    ] {
+        let (code, _, err) = granule(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let (code, _, err) = granule(&["plan", "-m", "2G", "-m", "size=1G,gpa=0x40000000"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("overlap"), "{err}");
+}
+
+#[test]
+fn run_prints_the_stage2_report_and_writes_it_as_json() {
+    if !common::kvm_available("cli_run_prints_the_stage2_report_and_writes_it_as_json") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("granule-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("stage2.json");
+    let (code, _, err) = granule(&[
+        "run",
+        "touch",
+        "-c",
+        "2",
+        "-m",
+        "size=512M,backing=thp",
+        "--quiet",
+        "--report",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("stage-2 report:")
+            && err.contains("verdict: KVM's leaves match the prediction"),
+        "{err}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(v["verdict"], "match");
+    assert_eq!(v["zones"][0]["backing"], "thp");
+    assert!(v["observed"]["2097152"].as_u64().unwrap() > 100, "{v}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -27,7 +27,8 @@ pub fn kvm_available(test: &str) -> bool {
             .append(true)
             .open(log)
         {
-            let _ = writeln!(f, "{test}");
+            // One write per line: O_APPEND keeps it whole when tests run in parallel.
+            let _ = f.write_all(format!("{test}\n").as_bytes());
         }
     }
     true

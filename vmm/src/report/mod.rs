@@ -63,6 +63,10 @@ pub struct Stage2Report {
     pub expected_max: BTreeMap<u64, u64>,
     /// KVM's leaf counts (x86 pages_4k/2m/1g).
     pub observed: Option<BTreeMap<u64, u64>>,
+    /// Whether KVM's counts also fit the prediction made before the run from the
+    /// backings' nominal page sizes (false when the host delivered fewer huge pages
+    /// than the backing promises, e.g. THP under fragmentation).
+    pub matches_nominal: Option<bool>,
     pub verdict: Verdict,
     pub notes: Vec<String>,
 }
@@ -211,6 +215,16 @@ pub fn build(f: RunFacts<'_>) -> Stage2Report {
     let expected_min = stage2::expected_leaves(&refined, &f.accessed_min);
     let expected_max = stage2::expected_leaves(&refined, &f.accessed_max);
     let observed = f.vm_stats.as_ref().and_then(stats::leaf_counts);
+    let matches_nominal = observed.as_ref().map(|o| {
+        within(
+            o,
+            &stage2::expected_leaves(&plan, &f.accessed_min),
+            &stage2::expected_leaves(&plan, &f.accessed_max),
+        )
+    });
+    if matches_nominal == Some(false) {
+        notes.push("KVM's leaves differ from the pre-run prediction because the host mapped fewer huge pages than the backing allows (see the zones above)".into());
+    }
     let verdict = match &observed {
         None => Verdict::PredictedOnly,
         Some(o) if within(o, &expected_min, &expected_max) => Verdict::Match,
@@ -225,6 +239,7 @@ pub fn build(f: RunFacts<'_>) -> Stage2Report {
         expected_min,
         expected_max,
         observed,
+        matches_nominal,
         verdict,
         notes,
     }
