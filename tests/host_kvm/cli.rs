@@ -23,19 +23,9 @@ fn touch_writes_json_with_verified_pages() {
     if !common::kvm_available("cli_touch_writes_json_with_verified_pages") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("granule-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("touch.json");
-    let (code, _, err) = granule(&[
-        "run",
-        "touch",
-        "-c",
-        "2",
-        "-m",
-        "1G",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let dir = common::Scratch::new("cli-touch");
+    let json = dir.file("touch.json");
+    let (code, _, err) = granule(&["run", "touch", "-c", "2", "-m", "1G", "--json", &json]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -45,7 +35,6 @@ fn touch_writes_json_with_verified_pages() {
     assert!(v["pages_touched"].as_u64().unwrap() > 260_000);
     assert!(v["pages_verified"].as_u64().unwrap() > 1000);
     assert!(err.contains("progress:"), "progress is shown: {err}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -395,9 +384,8 @@ fn run_prints_the_stage2_report_and_writes_it_as_json() {
     if !common::kvm_available("cli_run_prints_the_stage2_report_and_writes_it_as_json") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("granule-report-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("stage2.json");
+    let dir = common::Scratch::new("cli-report");
+    let file = dir.file("stage2.json");
     let (code, _, err) = granule(&[
         "run",
         "touch",
@@ -407,7 +395,7 @@ fn run_prints_the_stage2_report_and_writes_it_as_json() {
         "size=512M,backing=thp",
         "--quiet",
         "--report",
-        file.to_str().unwrap(),
+        &file,
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -420,5 +408,4 @@ fn run_prints_the_stage2_report_and_writes_it_as_json() {
     assert_eq!(v["verdict"], "match");
     assert_eq!(v["zones"][0]["backing"], "thp");
     assert!(v["observed"]["2097152"].as_u64().unwrap() > 100, "{v}");
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -13,18 +13,6 @@ fn count(dir: &str) -> usize {
     std::fs::read_dir(dir).unwrap().count()
 }
 
-/// Bytes of address space mapped, from /proc/self/maps.
-fn mapped_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
-            Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?)
-        })
-        .sum()
-}
-
 #[test]
 fn runs_leave_no_threads_fds_or_mappings() {
     if !common::kvm_available("runs_leave_no_threads_fds_or_mappings") {
@@ -47,7 +35,7 @@ fn runs_leave_no_threads_fds_or_mappings() {
     let (threads, fds, mapped) = (
         count("/proc/self/task"),
         count("/proc/self/fd"),
-        mapped_bytes(),
+        common::mapped_bytes(),
     );
     for _ in 0..3 {
         assert_eq!(run(Program::Spin), Verdict::TimedOut);
@@ -60,7 +48,7 @@ fn runs_leave_no_threads_fds_or_mappings() {
         "vCPU threads left behind"
     );
     assert_eq!(count("/proc/self/fd"), fds, "file descriptors left open");
-    let grown = mapped_bytes().saturating_sub(mapped);
+    let grown = common::mapped_bytes().saturating_sub(mapped);
     assert!(
         grown < 64 << 20,
         "{grown} bytes of mappings left behind (guest RAM is 256 MiB per run)"

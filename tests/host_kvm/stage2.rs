@@ -148,16 +148,6 @@ fn bad_memory_leaves_nothing_behind() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let kvm = common::kvm();
-    let mapped = || -> u64 {
-        std::fs::read_to_string("/proc/self/maps")
-            .unwrap()
-            .lines()
-            .filter_map(|l| {
-                let (a, b) = l.split_whitespace().next()?.split_once('-')?;
-                Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?)
-            })
-            .sum()
-    };
     let free_1g: u64 =
         std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages")
             .map_or(0, |s| s.trim().parse().unwrap_or(0));
@@ -172,7 +162,7 @@ fn bad_memory_leaves_nothing_behind() {
             "exceeds this host's RAM",
         ),
     ];
-    let before = mapped();
+    let before = common::mapped_bytes();
     for (zones, needle) in &cases {
         let cfg = RunConfig {
             program: Program::Hello {
@@ -216,7 +206,7 @@ fn bad_memory_leaves_nothing_behind() {
         );
     }
     assert!(
-        mapped() <= before + (8 << 20),
+        common::mapped_bytes() <= before + (8 << 20),
         "failed set-ups left mappings behind"
     );
 }

@@ -34,6 +34,16 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
         .ok_or_else(|| err("the size does not fit in 64 bits"))
 }
 
+/// Parses an address or offset: `0x` hex, or a decimal with an optional size suffix
+/// (`0xd0000000`, `3221225472`, `3G`).
+pub fn parse_addr(s: &str) -> Option<u64> {
+    let t = s.trim();
+    match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => parse_size(t).ok(),
+    }
+}
+
 /// Formats bytes exactly: the largest binary unit in which the value is a whole number
 /// or has one exact decimal (`1.5 GiB`, `2044 KiB`, never a rounded `2.0 MiB`).
 pub fn format_size(bytes: u64) -> String {
@@ -83,6 +93,15 @@ mod tests {
             assert_eq!(e.input, bad);
             assert!(e.to_string().contains("e.g. 512M"), "{e}");
         }
+    }
+
+    #[test]
+    fn addresses_take_hex_decimal_or_sizes() {
+        assert_eq!(parse_addr("0xd0000000"), Some(0xd000_0000));
+        assert_eq!(parse_addr("4096"), Some(4096));
+        assert_eq!(parse_addr("3G"), Some(3 << 30));
+        assert_eq!(parse_addr("0xzz"), None);
+        assert_eq!(parse_addr("0x1_0000_0000_0000_0000"), None);
     }
 
     #[test]

@@ -37,13 +37,9 @@ pub fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 pub fn parse_u64(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => t.parse(),
-    };
-    parsed
-        .map_err(|_| format!("invalid address '{s}': expected a 64-bit number, decimal or 0x hex"))
+    crate::units::parse_addr(s).ok_or_else(|| {
+        format!("invalid address '{s}': expected a 64-bit number, decimal or 0x hex")
+    })
 }
 
 pub fn parse_port(s: &str) -> Result<u16, String> {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::layout::{self, LayoutError};
 use super::zone::ZoneConfig;
 use crate::stage2::{HostKind, HostMapping, PlanInput, SlotSpec, Target, G1, K4};
-use crate::units::parse_size;
+use crate::units::parse_addr;
 
 /// Where hypothetical host mappings start (any 1 GiB-aligned user address will do).
 const HVA_BASE: u64 = 0x7f00_0000_0000;
@@ -27,13 +27,6 @@ pub struct BarConfig {
 
 const BAR_FORM: &str = "expected gpa=ADDR,size=SIZE[,pa=ADDR][,hva_offset=SIZE] with SIZE a power of two of at least 4K";
 
-fn addr(v: &str) -> Option<u64> {
-    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16).ok(),
-        None => parse_size(v).ok(),
-    }
-}
-
 pub fn parse_bar(spec: &str) -> Result<BarConfig, String> {
     let bad = |why: String| format!("invalid BAR '{spec}': {why}; {BAR_FORM}");
     let (mut gpa, mut size, mut pa, mut hva_offset) = (None, None, None, 0);
@@ -44,7 +37,7 @@ pub fn parse_bar(spec: &str) -> Result<BarConfig, String> {
         if !matches!(k, "gpa" | "size" | "pa" | "hva_offset") {
             return Err(bad(format!("unknown key '{k}'")));
         }
-        let val = addr(v).ok_or_else(|| bad(format!("{k} '{v}' is not a number")))?;
+        let val = parse_addr(v).ok_or_else(|| bad(format!("{k} '{v}' is not a number")))?;
         match k {
             "gpa" => gpa = Some(val),
             "size" => size = Some(val),

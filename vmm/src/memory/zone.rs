@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::backing::Backing;
-use crate::units::parse_size;
+use crate::units::{parse_addr, parse_size};
 
 /// One guest RAM zone as the user asked for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,13 +33,6 @@ impl ZoneConfig {
 }
 
 const FORM: &str = "expected SIZE or size=SIZE[,backing=4k|thp|hugetlb-2m|hugetlb-1g|memfd][,prefault=on|off][,gpa=ADDR][,misalign=SIZE]";
-
-fn parse_addr(v: &str) -> Option<u64> {
-    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => parse_size(v).ok(),
-    }
-}
 
 /// Parses one `--memory` value. Checks that need the page size (alignment) are made
 /// here too, so a bad zone is rejected before anything is mapped.
