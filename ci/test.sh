@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
-# granule's whole test suite: formatting, lints, unit tests and the integration tests
-# that run real guests on this host's /dev/kvm. README documents this command and
-# .ci/run calls it, so a newcomer and CI run the same thing.
+# granule's whole test suite: formatting, lints, unit tests, the integration tests that
+# run real guests on this host's /dev/kvm, and the QEMU test beds (x86_64 nested SVM,
+# arm64 VHE/nVHE, each with a vfio-pci device). README documents this command and
+# .ci/run calls it, so a newcomer and CI run the same thing. It installs and prepares
+# everything it needs (resources/bed-prepare.sh), cached under .cache/.
 #
-# Usage: ci/test.sh
-# Exits non-zero when anything fails, and when /dev/kvm exists but not every KVM
-# integration test actually ran (a silent skip must not pass).
+# Usage: ci/test.sh              everything (what CI runs)
+#        ci/test.sh --host-only  skip the beds (fast iteration; bed tests print SKIP)
+#
+# Fails when anything fails, and when a test that must run did not: every KVM test
+# when /dev/kvm exists, every bed test unless --host-only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+beds=1
+case "${1:-}" in
+    --host-only) beds=0; export GRANULE_SKIP_BEDS=1 ;;
+    "") ;;
+    *) echo "usage: ci/test.sh [--host-only]" >&2; exit 2 ;;
+esac
 
 ci/setup.sh
 
@@ -16,8 +27,15 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+if [ $beds = 1 ]; then
+    echo "== preparing the test beds (cached)"
+    resources/bed-prepare.sh
+    export GRANULE_REQUIRE_BEDS=1
+fi
+
 ran_log=$(mktemp)
-trap 'rm -f "$ran_log"' EXIT
+test_out=$(mktemp)
+trap 'rm -f "$ran_log" "$test_out"' EXIT
 export GRANULE_KVM_TESTS_LOG="$ran_log"
 if [ -e /dev/kvm ]; then
     export GRANULE_REQUIRE_KVM=1
@@ -27,21 +45,27 @@ else
 fi
 
 echo "== cargo test"
-test_out=$(mktemp)
-trap 'rm -f "$ran_log" "$test_out"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$test_out"
 passed=$(grep -o '[0-9]* passed' "$test_out" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -o '[0-9]* failed' "$test_out" | awk '{s+=$1} END {print s+0}')
 
-if [ -e /dev/kvm ]; then
-    expected=$(grep -ho 'common::kvm_available("[^"]*")' tests/host_kvm/*.rs | sort -u | wc -l)
-    ran=$(sort -u "$ran_log" | wc -l)
-    echo "== KVM integration tests run: $ran of $expected"
-    if [ "$ran" -lt "$expected" ]; then
-        echo "error: /dev/kvm exists but only $ran of $expected KVM tests ran" >&2
-        comm -13 <(sort -u "$ran_log") \
-            <(grep -ho 'common::kvm_available("[^"]*")' tests/host_kvm/*.rs | sed 's/.*("\(.*\)")/\1/' | sort -u) >&2
-        exit 1
-    fi
+# Names of the tests that must have run (calls may be wrapped over lines by rustfmt).
+required() {
+    local fn=$1; shift
+    cat "$@" | tr -d '\n' | grep -o "$fn( *\"[^\"]*\"" | sed 's/.*"\(.*\)"/\1/' | sort -u
+}
+expected=$(mktemp)
+{
+    if [ -e /dev/kvm ]; then required common::kvm_available tests/host_kvm/*.rs; fi
+    # Bed tests are named bed_*; some pass the name through a helper.
+    if [ $beds = 1 ]; then grep -ho '"bed_[a-z0-9_]*"' tests/bed/tests/*.rs | tr -d '"' | sort -u; fi
+} | sort -u > "$expected"
+missing=$(comm -23 "$expected" <(sort -u "$ran_log"))
+echo "== required tests run: $(sort -u "$ran_log" | wc -l) of $(wc -l < "$expected")"
+rm -f "$expected"
+if [ -n "$missing" ]; then
+    echo "error: these required tests did not run:" >&2
+    echo "$missing" >&2
+    exit 1
 fi
 echo "total: $passed passed, $failed failed"

@@ -5,6 +5,7 @@ mod common;
 use common::granule;
 
 #[test]
+#[cfg(target_arch = "x86_64")]
 fn hello_prints_and_exits_0() {
     if !common::kvm_available("cli_hello_prints_and_exits_0") {
         return;
@@ -19,6 +20,7 @@ fn hello_prints_and_exits_0() {
 }
 
 #[test]
+#[cfg(target_arch = "x86_64")]
 fn touch_writes_json_with_verified_pages() {
     if !common::kvm_available("cli_touch_writes_json_with_verified_pages") {
         return;
@@ -38,6 +40,7 @@ fn touch_writes_json_with_verified_pages() {
 }
 
 #[test]
+#[cfg(target_arch = "x86_64")]
 fn triple_fault_exits_3_naming_the_crash() {
     if !common::kvm_available("cli_triple_fault_exits_3_naming_the_crash") {
         return;
@@ -51,6 +54,7 @@ fn triple_fault_exits_3_naming_the_crash() {
 }
 
 #[test]
+#[cfg(target_arch = "x86_64")]
 fn unclaimed_port_and_mmio_are_logged_and_read_all_ones() {
     if !common::kvm_available("cli_unclaimed_port_and_mmio_are_logged_and_read_all_ones") {
         return;
@@ -74,6 +78,7 @@ fn unclaimed_port_and_mmio_are_logged_and_read_all_ones() {
 }
 
 #[test]
+#[cfg(target_arch = "x86_64")]
 fn timeout_exits_5() {
     if !common::kvm_available("cli_timeout_exits_5") {
         return;
@@ -93,10 +98,18 @@ fn probe_json_names_this_hosts_backend() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("probe --json prints JSON");
     let kvm = &v["kvm"];
     assert_eq!(kvm["api_version"], 12);
-    // The oracle: what the host's module list says, decided here independently.
+    // The oracle: what the host's module list (x86) or kernel command line (arm64)
+    // says, decided here independently.
     let module = |m: &str| std::path::Path::new("/sys/module").join(m).exists();
     let param = |p: &str| std::fs::read_to_string(format!("/sys/module/{p}")).unwrap_or_default();
-    let expected = if module("kvm_pvm") {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let expected = if cfg!(target_arch = "aarch64") {
+        if cmdline.contains("kvm-arm.mode=nvhe") || cmdline.contains("kvm-arm.mode=protected") {
+            "arm64_nvhe"
+        } else {
+            "arm64_vhe"
+        }
+    } else if module("kvm_pvm") {
         "pvm_shadow"
     } else if module("kvm_intel") {
         if param("kvm_intel/parameters/ept").trim() == "Y" {
@@ -183,6 +196,7 @@ fn bad_cli_values_get_clear_errors() {
 }
 
 #[test]
+#[cfg(target_arch = "x86_64")]
 fn bad_values_caught_at_run_time_are_errors_not_panics() {
     if !common::kvm_available("cli_bad_values_caught_at_run_time_are_errors_not_panics") {
         return;
@@ -248,6 +262,8 @@ const M: u64 = 1 << 20;
 #[test]
 fn plan_x86_tdp_hugetlb_1g() {
     let v = plan_json(&[
+        "--arch",
+        "x86_64",
         "--mmu",
         "tdp",
         "--max-leaf",
@@ -278,6 +294,8 @@ fn plan_x86_tdp_hugetlb_1g() {
     }
     // With a 2M-only CPU, 2M is the best there is: no reasons on the 1G zone.
     let v = plan_json(&[
+        "--arch",
+        "x86_64",
         "--mmu",
         "tdp",
         "--max-leaf",
@@ -288,6 +306,8 @@ fn plan_x86_tdp_hugetlb_1g() {
     assert_eq!(ranges(&v), vec![(0, 2 * G, 2 * M, None)]);
     // Shadow paging with 2M guest pages caps everything at 2M and says so.
     let v = plan_json(&[
+        "--arch",
+        "x86_64",
         "--mmu",
         "shadow",
         "--max-leaf",
@@ -354,7 +374,15 @@ fn plan_arm64_bar_geometry() {
 
 #[test]
 fn plan_prints_a_table_and_rejects_bad_values() {
-    let (code, out, err) = granule(&["plan", "--mmu", "tdp", "-m", "size=2G,backing=thp"]);
+    let (code, out, err) = granule(&[
+        "plan",
+        "--arch",
+        "x86_64",
+        "--mmu",
+        "tdp",
+        "-m",
+        "size=2G,backing=thp",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("stage-2 plan for x86 TDP") && out.contains("why not larger"),
@@ -380,6 +408,7 @@ fn plan_prints_a_table_and_rejects_bad_values() {
 }
 
 #[test]
+#[cfg(target_arch = "x86_64")]
 fn run_prints_the_stage2_report_and_writes_it_as_json() {
     if !common::kvm_available("cli_run_prints_the_stage2_report_and_writes_it_as_json") {
         return;

@@ -3,6 +3,9 @@
 //! The hugetlb pool is machine-wide state and the mapping count process-wide, so the
 //! tests take turns (SERIAL) and the pool is given back (also on failure, by a guard).
 
+// The built-in guest programs exist for x86_64 only so far (arm64 comes with mmu_stress).
+#![cfg(target_arch = "x86_64")]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -113,12 +113,20 @@ mod tests {
     }
 
     #[test]
-    fn tss_has_rsp0_and_no_io_bitmap() {
+    fn tss_has_rsp0_and_an_all_allowing_io_bitmap() {
         let t = tss(0xdead_b000);
+        assert_eq!(t.len() as u64, TSS_WITH_IOMAP);
         assert_eq!(
             u64::from_le_bytes(t[4..12].try_into().unwrap()),
             0xdead_b000
         );
-        assert_eq!(u16::from_le_bytes([t[102], t[103]]), 104);
+        let map = usize::from(u16::from_le_bytes([t[102], t[103]]));
+        assert_eq!(map, 104);
+        assert!(
+            t[map..map + 8192].iter().all(|&b| b == 0),
+            "every port allowed"
+        );
+        assert_eq!(t[map + 8192], 0xff, "terminator byte");
+        assert_eq!(table(0)[5] & 0xffff, (TSS_WITH_IOMAP - 1) & 0xffff);
     }
 }

@@ -39,9 +39,13 @@ pub fn kvm() -> KvmHandle {
     KvmHandle::open().expect("/dev/kvm exists but cannot be used")
 }
 
-/// Runs the `granule` binary with `args`; returns (exit code, stdout, stderr).
+/// Runs the `granule` binary with `args`; returns (exit code, stdout, stderr). The binary
+/// is the one cargo built, or $GRANULE_BIN (inside a test bed, where cargo's path is
+/// meaningless).
 pub fn granule(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_granule"))
+    let bin =
+        std::env::var("GRANULE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_granule").to_string());
+    let out = std::process::Command::new(bin)
         .args(args)
         .env("RUST_LOG", "warn")
         .output()

@@ -55,12 +55,44 @@ fn param_on(v: &str) -> bool {
     matches!(v, "Y" | "y" | "1")
 }
 
-/// Decides from facts (testable without the files).
+/// The arm64 KVM mode line the kernel logs at boot (arch/arm64/kvm/arm.c:
+/// "[Protected ][n]VHE mode initialized successfully"), from /dev/kmsg.
+fn arm64_mode_from_kmsg() -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .ok()?;
+    let mut buf = vec![0u8; 8192];
+    // Each read returns one record; EAGAIN ends the buffer, EPIPE means records were
+    // overwritten while reading (keep going). Bounded in case the log never ends.
+    for _ in 0..100_000 {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let rec = String::from_utf8_lossy(&buf[..n]);
+                let msg = rec.split_once(';').map_or(&*rec, |(_, m)| m);
+                if let Some(i) = msg.find("VHE mode initialized successfully") {
+                    return Some(msg[..i + 3].trim().to_string());
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(_) => break,
+        }
+    }
+    None
+}
+
+/// Decides from facts (testable without the files). `kmsg_mode` is the arm64 mode the
+/// kernel logged, when the log could be read.
 pub fn classify(
     arch: &str,
     module_loaded: impl Fn(&str) -> bool,
     param: impl Fn(&str) -> Option<String>,
     cmdline: &str,
+    kmsg_mode: Option<&str>,
 ) -> Backend {
     let mk = |kind: BackendKind, why: String| Backend {
         kind,
@@ -68,6 +100,18 @@ pub fn classify(
         detected_by: why,
     };
     if arch == "aarch64" {
+        if let Some(logged) = kmsg_mode {
+            let nvhe = logged.contains("nVHE");
+            let kind = if nvhe {
+                BackendKind::Arm64Nvhe
+            } else {
+                BackendKind::Arm64Vhe
+            };
+            return mk(
+                kind,
+                format!("kernel log: \"{logged} mode initialized successfully\""),
+            );
+        }
         let mode = cmdline
             .split_whitespace()
             .find_map(|w| w.strip_prefix("kvm-arm.mode="))
@@ -79,7 +123,7 @@ pub fn classify(
             ),
             _ => mk(
                 BackendKind::Arm64Vhe,
-                "kvm-arm.mode not set on the kernel command line: KVM uses VHE where the CPU has it (not verifiable from EL0)".into(),
+                "kernel log unreadable and kvm-arm.mode not set on the command line: KVM uses VHE where the CPU has it".into(),
             ),
         };
     }
@@ -127,11 +171,18 @@ impl Backend {
 
 pub fn detect() -> Backend {
     let cmdline = read("/proc/cmdline").unwrap_or_default();
+    let arch = std::env::consts::ARCH;
+    let kmsg = if arch == "aarch64" {
+        arm64_mode_from_kmsg()
+    } else {
+        None
+    };
     classify(
-        std::env::consts::ARCH,
+        arch,
         |m| Path::new("/sys/module").join(m).exists(),
         |p| read(&format!("/sys/module/{p}")),
         &cmdline,
+        kmsg.as_deref(),
     )
 }
 
@@ -149,6 +200,7 @@ mod tests {
             |m| modules.contains(&m),
             |p| params.iter().find(|(k, _)| k == p).map(|(_, v)| v.clone()),
             "",
+            None,
         )
         .kind
     }
@@ -177,13 +229,18 @@ mod tests {
 
     #[test]
     fn arm64_mode_comes_from_the_command_line() {
-        let k = |c: &str| classify("aarch64", |_| false, |_| None, c).kind;
+        let k = |c: &str| classify("aarch64", |_| false, |_| None, c, None).kind;
         assert_eq!(k("console=ttyAMA0"), BackendKind::Arm64Vhe);
         assert_eq!(
             k("console=ttyAMA0 kvm-arm.mode=nvhe"),
             BackendKind::Arm64Nvhe
         );
         assert_eq!(k("kvm-arm.mode=protected"), BackendKind::Arm64Nvhe);
+        // The kernel's own log line wins over the command line.
+        let logged = |m: &str| classify("aarch64", |_| false, |_| None, "", Some(m)).kind;
+        assert_eq!(logged("kvm [1]: nVHE"), BackendKind::Arm64Nvhe);
+        assert_eq!(logged("kvm [1]: Protected nVHE"), BackendKind::Arm64Nvhe);
+        assert_eq!(logged("kvm [1]: VHE"), BackendKind::Arm64Vhe);
         assert!(BackendKind::Arm64Vhe.hardware_stage2());
         assert!(!BackendKind::PvmShadow.hardware_stage2());
     }

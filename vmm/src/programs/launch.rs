@@ -1,19 +1,24 @@
 //! Building a built-in program's VM and starting its vCPUs.
 
 use std::io::Write;
+#[cfg(target_arch = "x86_64")]
 use std::sync::Arc;
 use std::time::Instant;
 
-use granule_arch::x86_64::{layout, programs};
 use granule_arch::{GuestImage, RamRange};
-use granule_devices::serial::{SerialPort, SERIAL_PORT_LEN};
-use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 
 use super::{RunConfig, RunError};
 use crate::kvm::KvmHandle;
-use crate::memory::GuestRam;
-use crate::vcpu::setup_x86_64;
-use crate::vm::{RunningVm, Vm};
+use crate::vm::RunningVm;
+#[cfg(target_arch = "x86_64")]
+use {
+    crate::memory::GuestRam,
+    crate::vcpu::setup_x86_64,
+    crate::vm::Vm,
+    granule_arch::x86_64::{layout, programs},
+    granule_devices::serial::{SerialPort, SERIAL_PORT_LEN},
+    kvm_bindings::KVM_MAX_CPUID_ENTRIES,
+};
 
 /// A built-in program whose vCPUs are running.
 pub struct Launched {
@@ -26,6 +31,17 @@ pub struct Launched {
 }
 
 /// Creates the VM for `cfg`, loads the program and starts every vCPU.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn launch(
+    _kvm: &KvmHandle,
+    _cfg: &RunConfig,
+    _console: impl Write + Send + 'static,
+) -> Result<Launched, RunError> {
+    Err(RunError::Unsupported(std::env::consts::ARCH))
+}
+
+/// Creates the VM for `cfg`, loads the program and starts every vCPU.
+#[cfg(target_arch = "x86_64")]
 pub fn launch(
     kvm: &KvmHandle,
     cfg: &RunConfig,

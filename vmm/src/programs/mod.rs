@@ -22,6 +22,8 @@ pub use verify::VerifyError;
 
 #[derive(Debug, Error)]
 pub enum RunError {
+    #[error("built-in guest programs are not available on {0} yet")]
+    Unsupported(&'static str),
     #[error("{0} vCPUs requested, but this host's KVM allows at most {1} per VM")]
     TooManyVcpus(usize, usize),
     #[error("cannot read the CPUID KVM supports: {0}")]

@@ -73,6 +73,16 @@ pub struct Stage2Report {
 
 /// The planner target for this host's KVM and the guest's page size.
 pub fn host_target(backend: BackendKind, guest_page: u64) -> Target {
+    if cfg!(target_arch = "aarch64") {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+        let granule = match page {
+            0x4000 => stage2::Granule::G16k,
+            0x10000 => stage2::Granule::G64k,
+            _ => stage2::Granule::G4k,
+        };
+        return Target::Arm64 { granule };
+    }
     let host_1g = std::fs::read_to_string("/proc/cpuinfo")
         .is_ok_and(|c| c.split_whitespace().any(|w| w == "pdpe1gb"));
     let max_leaf = if host_1g { G1 } else { M2 };

@@ -4,6 +4,10 @@
 mod control;
 mod kick;
 mod outcome;
+#[cfg(target_arch = "aarch64")]
+mod regs_aarch64;
+#[cfg(target_arch = "x86_64")]
+mod regs_x86_64;
 mod run_loop;
 #[cfg(target_arch = "x86_64")]
 pub mod setup_x86_64;

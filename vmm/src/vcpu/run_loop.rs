@@ -168,7 +168,10 @@ impl VcpuRunner {
 
     /// Handles a report; returns the outcome when the report ends this vCPU.
     fn report(&self, raw: u32) -> Option<VcpuOutcome> {
-        let value = self.fd.get_regs().map(|r| r.rbx).unwrap_or(0);
+        #[cfg(target_arch = "x86_64")]
+        let value = super::regs_x86_64::report_arg(&self.fd);
+        #[cfg(target_arch = "aarch64")]
+        let value = super::regs_aarch64::report_arg(&self.fd);
         match ReportKind::from_raw(raw) {
             Some(ReportKind::Done) => Some(VcpuOutcome::Done { code: value }),
             Some(kind) => {

@@ -1,0 +1,280 @@
+//! Starting a bed, following its serial log, and judging the run.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::Manifest;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    pub fn qemu(self) -> &'static str {
+        match self {
+            Self::X86_64 => "qemu-system-x86_64",
+            Self::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::X86_64 => "x86_64",
+            Self::Aarch64 => "aarch64",
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum BedError {
+    #[error("bed set-up: {0}")]
+    Setup(String),
+    #[error("cannot start {qemu}: {source}")]
+    Spawn {
+        qemu: &'static str,
+        source: std::io::Error,
+    },
+    #[error("scenario {scenario} did not finish within {secs} s; log {log}:\n{tail}")]
+    Timeout {
+        scenario: String,
+        secs: u64,
+        log: String,
+        tail: String,
+    },
+    #[error("QEMU exited before scenario {scenario} ended (status {status}); log {log}:\n{tail}")]
+    Died {
+        scenario: String,
+        status: String,
+        log: String,
+        tail: String,
+    },
+}
+
+/// One scenario run to configure.
+#[derive(Debug, Clone)]
+pub struct Bed {
+    pub arch: Arch,
+    pub scenario: String,
+    /// Extra kernel command-line words (hugepage pools, kvm-arm.mode=...).
+    pub cmdline: String,
+    pub memory: &'static str,
+    pub timeout: Duration,
+    /// Names the log file (`target/bed-logs/{arch}-{label}.log`); the scenario by default.
+    pub label: String,
+}
+
+/// A finished run: the serial log and the scenario's exit status.
+#[derive(Debug)]
+pub struct BedRun {
+    pub scenario: String,
+    pub log: PathBuf,
+    pub text: String,
+    /// The scenario script's exit code, from its END marker.
+    pub rc: i32,
+}
+
+/// Kills QEMU whenever the run ends, including on panic.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Bed {
+    pub fn new(arch: Arch, scenario: &str) -> Self {
+        Self {
+            arch,
+            scenario: scenario.into(),
+            cmdline: String::new(),
+            memory: "3G",
+            timeout: Duration::from_secs(300),
+            label: scenario.into(),
+        }
+    }
+
+    pub fn label(mut self, label: &str) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    pub fn cmdline(mut self, words: &str) -> Self {
+        self.cmdline = words.into();
+        self
+    }
+
+    pub fn memory(mut self, m: &'static str) -> Self {
+        self.memory = m;
+        self
+    }
+
+    fn args(&self, m: &Manifest, log: &str) -> Result<Vec<String>, BedError> {
+        let key = |k: &str| {
+            m.get(k)
+                .map(|p| p.display().to_string())
+                .map_err(BedError::Setup)
+        };
+        let (kernel, initrd) = match self.arch {
+            Arch::X86_64 => (key("X86_64_KERNEL")?, key("X86_64_INITRD")?),
+            Arch::Aarch64 => (key("AARCH64_KERNEL")?, key("AARCH64_INITRD")?),
+        };
+        let mut a: Vec<String> = match self.arch {
+            // Single-threaded TCG: multi-threaded TCG corrupts nested SVM guests (spec).
+            Arch::X86_64 => "-M q35 -accel tcg,thread=single,tb-size=512 -cpu max -device intel-iommu,intremap=on",
+            Arch::Aarch64 => {
+                "-M virt,virtualization=on,gic-version=3,iommu=smmuv3 -cpu max -accel tcg,thread=multi,tb-size=512"
+            }
+        }
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+        let console = match self.arch {
+            Arch::X86_64 => "console=ttyS0 intel_iommu=on",
+            Arch::Aarch64 => "console=ttyAMA0",
+        };
+        a.extend(
+            [
+                "-m",
+                self.memory,
+                "-smp",
+                "2",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-no-reboot",
+                "-object",
+                "memory-backend-memfd,id=shm,size=1G,share=on",
+                "-device",
+                "ivshmem-plain,memdev=shm",
+            ]
+            .map(String::from),
+        );
+        a.extend([
+            "-serial".into(),
+            format!("file:{log}"),
+            "-kernel".into(),
+            kernel,
+            "-initrd".into(),
+            initrd,
+        ]);
+        a.extend([
+            "-append".into(),
+            format!(
+                "{console} panic=-1 loglevel=4 granule.scenario={} {}",
+                self.scenario, self.cmdline
+            ),
+        ]);
+        Ok(a)
+    }
+
+    /// Boots the bed, runs the scenario, and returns once its END marker appears.
+    pub fn run(&self, manifest: &Manifest) -> Result<BedRun, BedError> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bed-logs");
+        std::fs::create_dir_all(&dir).map_err(|e| BedError::Setup(e.to_string()))?;
+        let log = dir.join(format!("{}-{}.log", self.arch.name(), self.label));
+        let log_s = log.display().to_string();
+        let _ = std::fs::remove_file(&log);
+        let qemu = self.arch.qemu();
+        let mut cmd = Command::new(qemu);
+        cmd.args(self.args(manifest, &log_s)?)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: runs in the forked child before exec and only calls prctl, which is
+        // async-signal-safe. It makes the kernel kill QEMU if the test process dies
+        // without running the guard (e.g. SIGKILL from a CI timeout).
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|source| BedError::Spawn { qemu, source })?;
+        let mut guard = Guard(child);
+        let end = format!("GRANULE-BED: END {} rc=", self.scenario);
+        let started = Instant::now();
+        loop {
+            // Serial consoles end lines with CR LF.
+            let text = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .replace("\r\n", "\n");
+            if let Some(rest) = text.split(&end).nth(1) {
+                let rc = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(-1);
+                return Ok(BedRun {
+                    scenario: self.scenario.clone(),
+                    log,
+                    text,
+                    rc,
+                });
+            }
+            if let Ok(Some(status)) = guard.0.try_wait() {
+                return Err(BedError::Died {
+                    scenario: self.scenario.clone(),
+                    status: status.to_string(),
+                    log: log_s,
+                    tail: tail(&text, 40),
+                });
+            }
+            if started.elapsed() > self.timeout {
+                return Err(BedError::Timeout {
+                    scenario: self.scenario.clone(),
+                    secs: self.timeout.as_secs(),
+                    log: log_s,
+                    tail: tail(&text, 40),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl BedRun {
+    /// The JSON document the scenario printed between JSON-BEGIN/END markers.
+    pub fn json(&self, name: &str) -> Option<serde_json::Value> {
+        let begin = format!("GRANULE-BED: JSON-BEGIN {name}\n");
+        let body = self
+            .text
+            .split(&begin)
+            .nth(1)?
+            .split("GRANULE-BED: JSON-END")
+            .next()?;
+        serde_json::from_str(body.trim()).ok()
+    }
+
+    /// Marker lines starting with `GRANULE-BED: {tag} `, without the prefix.
+    pub fn markers(&self, tag: &str) -> Vec<String> {
+        let p = format!("GRANULE-BED: {tag} ");
+        self.text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&p))
+            .map(String::from)
+            .collect()
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn tail(&self) -> String {
+        format!("log {}:\n{}", self.log.display(), tail(&self.text, 40))
+    }
+}

@@ -1,0 +1,101 @@
+//! Scenarios in the x86_64 bed: q35 under TCG with nested AMD SVM + NPT, an Intel
+//! vIOMMU with interrupt remapping, and an ivshmem device bound to vfio-pci.
+
+use std::sync::Mutex;
+
+use clap::Parser;
+use granule_bed::{bed_available, Arch, Bed};
+
+/// One bed at a time: TCG wants the cores, and timings stay representative.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[test]
+fn x86_probe_sees_svm_npt_and_a_vfio_device() {
+    let Some(m) = bed_available(
+        "bed_x86_probe_sees_svm_npt_and_a_vfio_device",
+        Arch::X86_64.qemu(),
+    ) else {
+        return;
+    };
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let run = Bed::new(Arch::X86_64, "probe")
+        .run(&m)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run.rc, 0, "{}", run.tail());
+    let v = run
+        .json("probe")
+        .unwrap_or_else(|| panic!("no probe JSON\n{}", run.tail()));
+    assert_eq!(v["kvm"]["backend"]["kind"], "svm_npt", "{}", run.tail());
+    assert_eq!(v["kvm"]["backend"]["hardware_stage2"], true);
+    assert_eq!(v["vfio"]["dev_vfio"], true);
+    assert!(v["vfio"]["iommu_groups"].as_u64().unwrap_or(0) > 0);
+    let bound = run.markers("VFIO-BOUND");
+    assert_eq!(
+        bound.len(),
+        1,
+        "the ivshmem device is bound to vfio-pci\n{}",
+        run.tail()
+    );
+}
+
+/// `granule plan` on this host (the same code path as the CLI) for one zone on x86 TDP.
+fn planned_leaves(zone: &str) -> std::collections::BTreeMap<u64, u64> {
+    let cli = granule_vmm::cli::Cli::try_parse_from([
+        "granule",
+        "plan",
+        "--mmu",
+        "tdp",
+        "--max-leaf",
+        "1G",
+        "-m",
+        zone,
+    ])
+    .expect("plan arguments");
+    let granule_vmm::cli::Command::Plan(args) = cli.command else {
+        unreachable!()
+    };
+    let out = granule_vmm::plan_command::run(&args).expect("plan");
+    // touch writes every page of the zone, so each planned leaf gets mapped once.
+    let mut counts = std::collections::BTreeMap::new();
+    for r in &out.plan {
+        *counts.entry(r.leaf).or_insert(0) += r.size / r.leaf;
+    }
+    counts
+}
+
+/// Real TDP stage 2: hugetlb 1G and 2M backings, observed leaves equal to the plan.
+#[test]
+fn x86_touch_with_hugetlb_matches_granule_plan() {
+    let Some(m) = bed_available(
+        "bed_x86_touch_with_hugetlb_matches_granule_plan",
+        Arch::X86_64.qemu(),
+    ) else {
+        return;
+    };
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // 4 GiB so the guest kernel finds a free, aligned gigabyte for the 1G pool.
+    let run = Bed::new(Arch::X86_64, "touch-hugetlb")
+        .memory("4G")
+        .cmdline("hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=300")
+        .run(&m)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run.rc, 0, "{}", run.tail());
+    for (name, zone, leaf) in [
+        ("hugetlb-1g", "size=1G,backing=hugetlb-1g", 1u64 << 30),
+        ("hugetlb-2m", "size=512M,backing=hugetlb-2m", 2 << 20),
+    ] {
+        let r = run
+            .json(name)
+            .unwrap_or_else(|| panic!("no {name} report\n{}", run.tail()));
+        assert_eq!(r["target"]["mmu"], "x86_tdp", "{r}");
+        assert_eq!(r["verdict"], "match", "{name}: {r}");
+        let planned = planned_leaves(zone);
+        let observed = r["observed"][leaf.to_string()].as_u64().unwrap_or(0);
+        assert_eq!(
+            Some(&observed),
+            planned.get(&leaf),
+            "{name}: observed vs granule plan {planned:?}"
+        );
+        assert!(observed > 0);
+    }
+}
