@@ -36,6 +36,16 @@ pub enum Program {
     /// Count forever, reporting the count as progress every 2^24 iterations. Never
     /// finishes: exercises pause, resume, stop and timeouts.
     Spin,
+    /// The mmu_stress workload (a port of the Linux KVM selftest mmu_stress_test) over
+    /// `[start, end)`, split evenly over the vCPUs: stage 0 and 1 write every page,
+    /// stage 2 reads every page, stage 3 stores into every page until the host sets the
+    /// read-only flag, stage 4 writes every page again. Each stage ends with a `Stage`
+    /// report. `crash_vcpu` (debug) makes that vCPU crash instead, to test error paths.
+    Stress {
+        start: u64,
+        end: u64,
+        crash_vcpu: Option<usize>,
+    },
 }
 
 /// Where a vCPU starts and what it is given.
@@ -69,6 +79,9 @@ pub struct GuestImage {
     pub page_tables: (u64, u64),
     /// Work (4 KiB pages) each vCPU is expected to do, for progress display.
     pub pages_per_vcpu: Vec<u64>,
+    /// Guest-physical address of the u64 flag the host sets once memory is read-only
+    /// (the stress program's `mprotect_ro_done`); 0 for other programs.
+    pub ro_flag: u64,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -89,4 +102,6 @@ pub enum ImageError {
     Encode(String),
     #[error("guest page tables: {0}")]
     Paging(String),
+    #[error("stress range {start:#x}..{end:#x} is empty or too small for {vcpus} vCPUs")]
+    StressRange { start: u64, end: u64, vcpus: usize },
 }

@@ -10,6 +10,8 @@ pub mod probe;
 pub mod programs;
 pub mod report;
 pub mod stage2;
+pub mod stress;
+pub mod stress_command;
 pub mod units;
 pub mod vcpu;
 pub mod vm;

@@ -25,6 +25,9 @@ fn main() -> ExitCode {
         Command::Probe { json } => run_probe(json),
         Command::Run(args) => run_program(&args),
         Command::Plan(args) => run_plan(&args),
+        Command::Stress(args) => {
+            granule_vmm::stress_command::main(&args).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -32,6 +32,62 @@ pub enum Command {
     /// Predict the stage-2 leaf size of every guest-physical range, without creating a
     /// VM: for this host, or for another architecture or MMU.
     Plan(PlanArgs),
+    /// mmu_stress: a port of the Linux KVM selftest mmu_stress_test; or `stress compare`.
+    Stress(StressArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct StressArgs {
+    #[command(subcommand)]
+    pub action: Option<StressAction>,
+    /// vCPUs (default: 3/4 of this machine's CPUs, at least 1).
+    #[arg(short = 'c', long = "vcpus", value_parser = values::parse_vcpus)]
+    pub vcpus: Option<usize>,
+    /// Guest memory to map, GiB (default: 128 with hardware stage 2, 8 under shadow paging).
+    #[arg(short = 'm', long = "mem", value_parser = values::parse_gib)]
+    pub mem: Option<u64>,
+    /// Size of each memslot and of the host chunk they all alias, GiB (default 2).
+    #[arg(short = 's', long = "slot-size", value_parser = values::parse_gib)]
+    pub slot: Option<u64>,
+    /// Back the chunk with hugetlb pages (upstream -H; same as --backing hugetlb-2m).
+    #[arg(short = 'H', long = "hugetlb", conflicts_with = "backing")]
+    pub hugetlb: bool,
+    /// Host backing of the chunk: 4k, thp, hugetlb-2m or hugetlb-1g.
+    #[arg(long, value_parser = values::parse_stress_backing)]
+    pub backing: Option<crate::memory::Backing>,
+    /// What a vCPU does when its store hits read-only memory (default: skip, as upstream
+    /// on x86 and arm64).
+    #[arg(long, value_enum)]
+    pub on_fault: Option<crate::stress::OnFault>,
+    /// Run the benchmark this many times (a fresh VM each time).
+    #[arg(long, default_value = "1", value_parser = values::parse_vcpus)]
+    pub repeat: usize,
+    /// Write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Stop with an error when any phase takes longer than this many seconds.
+    #[arg(long, default_value = "1800", value_parser = values::parse_timeout)]
+    pub phase_timeout: std::time::Duration,
+    /// Do not show progress.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Debug: make this vCPU crash at its first instruction (tests error reporting).
+    #[arg(long, hide = true)]
+    pub crash_vcpu: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StressAction {
+    /// Put result files side by side: a table on stdout and an SVG bar chart.
+    Compare {
+        /// Result files written by `granule stress --json`.
+        #[arg(required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Where to write the SVG chart.
+        #[arg(long, default_value = "stress-compare.svg")]
+        svg: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

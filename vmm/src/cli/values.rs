@@ -24,6 +24,29 @@ pub fn parse_leaf(s: &str) -> Result<u64, String> {
     }
 }
 
+/// A whole number of GiB, at least 1 (the stress -m and -s options).
+pub fn parse_gib(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if (1..=1 << 20).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid size '{s}': expected a whole number of GiB from 1 to 1048576"
+        )),
+    }
+}
+
+/// A stress chunk backing.
+pub fn parse_stress_backing(s: &str) -> Result<crate::memory::Backing, String> {
+    use crate::memory::Backing;
+    match Backing::parse(s) {
+        Some(b @ (Backing::Anon4k | Backing::Thp | Backing::Hugetlb2m | Backing::Hugetlb1g)) => {
+            Ok(b)
+        }
+        _ => Err(format!(
+            "invalid backing '{s}': expected 4k, thp, hugetlb-2m or hugetlb-1g"
+        )),
+    }
+}
+
 pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     let form = "expected a positive number of seconds, e.g. 30 or 2.5";
     let secs: f64 = s

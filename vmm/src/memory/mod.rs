@@ -7,6 +7,7 @@ pub mod layout;
 pub mod mmap;
 pub mod pool;
 mod prefault;
+pub use prefault::populate;
 pub mod zone;
 
 use std::time::Instant;

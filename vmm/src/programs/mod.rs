@@ -100,6 +100,7 @@ pub fn program_name(p: &Program) -> &'static str {
         Program::PortProbe { .. } => "port-probe",
         Program::MmioProbe { .. } => "mmio-probe",
         Program::Spin => "spin",
+        Program::Stress { .. } => "stress",
     }
 }
 

@@ -9,7 +9,7 @@
 //! reserved_end        free RAM: what `touch` writes
 //! ```
 
-use super::workloads::encode;
+use super::workloads::{encode, encode_for};
 use crate::x86_64::gdt;
 use crate::x86_64::layout::{IMAGE_BASE, MMIO_HOLE_END};
 use crate::x86_64::paging::{self, PAGE_2M, PAGE_4K};
@@ -73,14 +73,35 @@ pub fn build(
     }
     let first = ram.first().ok_or(ImageError::NoRam)?;
     let top = ram.iter().map(RamRange::end).max().unwrap_or(0);
-    // Map the MMIO hole too, so programs can reach device addresses.
-    let mapped_top = top.max(MMIO_HOLE_END);
+    // Map the MMIO hole too, so programs can reach device addresses, and the stress
+    // range, which lies in memslots outside `ram`.
+    let stress_end = match program {
+        Program::Stress { end, .. } => *end,
+        _ => 0,
+    };
+    let mapped_top = top.max(MMIO_HOLE_END).max(stress_end);
 
     let gdt_base = IMAGE_BASE;
     let tss_base = IMAGE_BASE + 0x100;
     let code_base = IMAGE_BASE + 3 * PAGE_4K;
     let code = encode(program, code_base).map_err(|e| ImageError::Encode(e.to_string()))?;
-    let data_base = page_up(code_base + code.len() as u64);
+    // A debug-crash stress vCPU gets its own code block right after the shared one.
+    let crash = match program {
+        Program::Stress {
+            crash_vcpu: Some(v),
+            ..
+        } if *v < vcpus => Some(*v),
+        _ => None,
+    };
+    let crash_base = page_up(code_base + code.len() as u64);
+    let crash_code = match crash {
+        Some(v) => {
+            encode_for(program, crash_base, v).map_err(|e| ImageError::Encode(e.to_string()))?
+        }
+        None => Vec::new(),
+    };
+    let data_base = page_up(crash_base + crash_code.len() as u64);
+    let mut ro_flag = 0;
 
     let mut writes = Vec::new();
     let mut args = vec![[0u64; 4]; vcpus];
@@ -120,6 +141,24 @@ pub fn build(
             data = Vec::new();
         }
         Program::TripleFault | Program::PortProbe { .. } | Program::Spin => data = Vec::new(),
+        Program::Stress { start, end, .. } => {
+            // As upstream: equal shares, each a whole number of pages.
+            let share = (end.saturating_sub(*start) / vcpus as u64) & !(PAGE_4K - 1);
+            if share == 0 {
+                return Err(ImageError::StressRange {
+                    start: *start,
+                    end: *end,
+                    vcpus,
+                });
+            }
+            ro_flag = data_base;
+            data = vec![0; 8];
+            for (i, a) in args.iter_mut().enumerate() {
+                let s = start + share * i as u64;
+                *a = [s, s + share, PAGE_4K, ro_flag];
+                pages_per_vcpu[i] = share / PAGE_4K;
+            }
+        }
     }
     let stacks_base = page_up(data_base + data.len() as u64);
     let tables_base = stacks_base + 2 * PAGE_4K * vcpus as u64;
@@ -154,6 +193,9 @@ pub fn build(
     writes.push((gdt_base, gdt::to_bytes(&gdt_entries)));
     writes.push((tss_base, gdt::tss(first_kernel_stack)));
     writes.push((code_base, code));
+    if !crash_code.is_empty() {
+        writes.push((crash_base, crash_code));
+    }
     if !data.is_empty() {
         writes.push((data_base, data));
     }
@@ -161,7 +203,11 @@ pub fn build(
 
     let vcpu_entries = (0..vcpus as u64)
         .map(|i| VcpuEntry {
-            entry: code_base,
+            entry: if crash == Some(i as usize) {
+                crash_base
+            } else {
+                code_base
+            },
             kernel_stack: stacks_base + (2 * i + 1) * PAGE_4K,
             user_stack: stacks_base + (2 * i + 2) * PAGE_4K,
             args: args[i as usize],
@@ -175,6 +221,7 @@ pub fn build(
         reserved_end,
         page_tables: (tables_base, tables_end),
         pages_per_vcpu,
+        ro_flag,
     })
 }
 
@@ -229,6 +276,37 @@ mod tests {
         assert_eq!(start, end0, "vCPU 1 starts where vCPU 0 ends");
         assert_eq!(img.vcpus[0].args[1], 1);
         assert_ne!(img.vcpus[0].kernel_stack, img.vcpus[1].kernel_stack);
+    }
+
+    #[test]
+    fn stress_splits_like_upstream_and_maps_the_whole_range() {
+        let ram = ram_ranges(64 << 20);
+        let p = Program::Stress {
+            start: 4 * PAGE_1G,
+            end: 8 * PAGE_1G,
+            crash_vcpu: Some(2),
+        };
+        let img = build(&p, &ram, 3, PAGE_2M).unwrap();
+        let share = (4 * PAGE_1G / 3) & !(PAGE_4K - 1);
+        for (i, v) in img.vcpus.iter().enumerate() {
+            let s = 4 * PAGE_1G + share * i as u64;
+            assert_eq!(v.args, [s, s + share, PAGE_4K, img.ro_flag]);
+        }
+        assert_ne!(img.ro_flag, 0);
+        assert_ne!(
+            img.vcpus[2].entry, img.vcpus[0].entry,
+            "the crashing vCPU has its own code"
+        );
+        assert_eq!(img.vcpus[1].entry, img.vcpus[0].entry);
+        let tiny = Program::Stress {
+            start: 4 * PAGE_1G,
+            end: 4 * PAGE_1G + PAGE_4K,
+            crash_vcpu: None,
+        };
+        assert!(matches!(
+            build(&tiny, &ram, 2, PAGE_2M),
+            Err(ImageError::StressRange { .. })
+        ));
     }
 
     #[test]

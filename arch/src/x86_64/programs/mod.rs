@@ -9,4 +9,4 @@ mod image;
 mod workloads;
 
 pub use image::{build, touch_shares, GDT_LIMIT, MAX_TEXT, TSS_BASE};
-pub use workloads::PROGRESS_EVERY_PAGES;
+pub use workloads::{PROGRESS_EVERY_PAGES, STRESS_STORE_LEN};

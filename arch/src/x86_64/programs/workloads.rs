@@ -105,12 +105,69 @@ fn spin(a: &mut Asm) {
     a.jmp(top);
 }
 
+/// One pass over [r12, r13) with stride r14; `body` is emitted with the address in rax.
+fn pass(a: &mut Asm, body: impl Fn(&mut Asm)) {
+    let (top, done) = (a.label(), a.label());
+    a.mov_rr(Reg::Rax, Reg::R12);
+    a.bind(top);
+    a.cmp_rr(Reg::Rax, Reg::R13).jcc(Cond::Ae, done);
+    body(a);
+    a.add_rr(Reg::Rax, Reg::R14).jmp(top);
+    a.bind(done);
+}
+
+fn stage(a: &mut Asm, n: u32) {
+    a.mov_imm32(Reg::Rbx, n);
+    report(a, ReportKind::Stage);
+}
+
+/// mmu_stress_test's guest_code. Arguments: rdi = start, rsi = end, rdx = stride,
+/// rcx = address of the read-only flag; kept in r12, r13, r14, r10 because reports
+/// clobber rax, rbx and rdx.
+fn stress(a: &mut Asm, crash: bool) {
+    if crash {
+        a.ud2();
+        return;
+    }
+    a.mov_rr(Reg::R12, Reg::Rdi)
+        .mov_rr(Reg::R13, Reg::Rsi)
+        .mov_rr(Reg::R14, Reg::Rdx)
+        .mov_rr(Reg::R10, Reg::Rcx);
+    let write = |a: &mut Asm| {
+        a.store(Reg::Rax, 0, Reg::Rax);
+    };
+    pass(a, write);
+    stage(a, 0);
+    pass(a, write);
+    stage(a, 1);
+    pass(a, |a| {
+        a.load(Reg::Rbx, Reg::Rax, 0);
+    });
+    stage(a, 2);
+    // Stage 3: store until the host says memory is read-only. The store is exactly
+    // `mov %rax,(%rax)` (48 89 00): the host skips a faulting one with RIP += 3.
+    let again = a.label();
+    a.bind(again);
+    pass(a, write);
+    a.load(Reg::Rbx, Reg::R10, 0)
+        .test_rr(Reg::Rbx, Reg::Rbx)
+        .jcc(Cond::Z, again);
+    stage(a, 3);
+    pass(a, write);
+    stage(a, 4);
+    // GUEST_ASSERT(0): the host never resumes a vCPU after stage 4.
+    a.ud2();
+}
+
+/// Length of the stage-3 store the host skips on EFAULT.
+pub const STRESS_STORE_LEN: u64 = 3;
+
 /// `spin` reports its count every this many iterations.
 pub const SPIN_REPORT_EVERY: u32 = 1 << 24;
 
-/// Encodes `program` at guest address `base`: prologue first (the entry point), then
-/// the workload. Returns the code.
-pub fn encode(program: &Program, base: u64) -> Result<Vec<u8>, UnboundLabel> {
+/// Encodes `program` at guest address `base` for vCPU `vcpu`: prologue first (the entry
+/// point), then the workload. Returns the code.
+pub fn encode_for(program: &Program, base: u64, vcpu: usize) -> Result<Vec<u8>, UnboundLabel> {
     // The prologue has a fixed length, so the workload's address is known up front.
     let mut probe = Asm::new(base);
     prologue(&mut probe, 0);
@@ -128,8 +185,14 @@ pub fn encode(program: &Program, base: u64) -> Result<Vec<u8>, UnboundLabel> {
         Program::PortProbe { port } => port_probe(&mut a, *port),
         Program::MmioProbe { gpa } => mmio_probe(&mut a, *gpa),
         Program::Spin => spin(&mut a),
+        Program::Stress { crash_vcpu, .. } => stress(&mut a, *crash_vcpu == Some(vcpu)),
     }
     a.finish()
+}
+
+/// Encodes `program` for vCPU 0.
+pub fn encode(program: &Program, base: u64) -> Result<Vec<u8>, UnboundLabel> {
+    encode_for(program, base, 0)
 }
 
 #[cfg(test)]
@@ -152,6 +215,34 @@ mod tests {
     fn touch_stores_with_the_three_byte_mov() {
         let code = encode(&Program::Touch, 0x2000).unwrap();
         assert!(code.windows(3).any(|w| w == [0x48, 0x89, 0x00]));
+    }
+
+    #[test]
+    fn stress_has_the_three_byte_store_and_five_stage_reports() {
+        let p = Program::Stress {
+            start: 1 << 32,
+            end: 2 << 32,
+            crash_vcpu: None,
+        };
+        let code = encode(&p, 0x2000).unwrap();
+        assert!(code.windows(3).any(|w| w == [0x48, 0x89, 0x00]));
+        // `mov ebx, n` before each of the five stage reports.
+        for n in 0u8..5 {
+            assert!(
+                code.windows(5).any(|w| w == [0xbb, n, 0, 0, 0]),
+                "stage {n}"
+            );
+        }
+        // The debug crash variant is just the trap.
+        let c = Program::Stress {
+            start: 1 << 32,
+            end: 2 << 32,
+            crash_vcpu: Some(1),
+        };
+        assert_eq!(encode_for(&c, 0x2000, 0).unwrap(), code);
+        let crashed = encode_for(&c, 0x2000, 1).unwrap();
+        assert_eq!(&crashed[crashed.len() - 2..], &[0x0f, 0x0b]);
+        assert!(crashed.len() < code.len());
     }
 
     #[test]

@@ -1,0 +1,452 @@
+//! One stress run: memory, VM, vCPU workers, the timed phases and the teardown.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use granule_arch::x86_64::{layout, programs};
+use granule_arch::Program;
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use thiserror::Error;
+use vmm_sys_util::signal::Killable;
+
+use super::config::{self, Geometry, StressConfig, START_GPA};
+use super::rendezvous::{Interrupted, Rendezvous};
+use super::result::{upstream_line, ConfigInfo, Phases, RunResult};
+use super::worker::{Worker, WorkerCounts, WorkerError};
+use crate::kvm::KvmHandle;
+use crate::memory::mmap::AlignedMmap;
+use crate::memory::{pool, Backing, GuestRam, MemoryError, ZoneConfig};
+use crate::observe::stats;
+use crate::vcpu::{install_kick_handler, kick_signal, setup_x86_64};
+use crate::vm::{Vm, VmError};
+
+#[derive(Debug, Error)]
+pub enum StressError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Pool(#[from] pool::PoolError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error("{0}")]
+    Setup(String),
+    #[error(
+        "{phase}: {pending} of {vcpus} vCPUs had not finished after {secs:.3} s (--phase-timeout)"
+    )]
+    PhaseTimeout {
+        phase: &'static str,
+        pending: i64,
+        vcpus: usize,
+        secs: f64,
+    },
+    #[error(transparent)]
+    Vcpu(Box<WorkerError>),
+}
+
+impl From<WorkerError> for StressError {
+    fn from(e: WorkerError) -> Self {
+        Self::Vcpu(Box::new(e))
+    }
+}
+
+/// Low RAM for the program image, page tables and stacks (upstream's slot 0).
+const LOW_RAM: u64 = 64 << 20;
+/// Where the read-only/writable flips happen: the one host chunk all slots alias.
+struct Chunk(AlignedMmap);
+
+impl Chunk {
+    fn new(backing: Backing, size: u64) -> Result<Self, StressError> {
+        // 4k: a shared memfd with MADV_NOHUGEPAGE, as upstream; thp: anonymous memory
+        // with MADV_HUGEPAGE (shmem THP is off by default); hugetlb: hugetlb memfds.
+        let host_backing = if backing == Backing::Anon4k {
+            Backing::Memfd
+        } else {
+            backing
+        };
+        let align = backing.largest_page().max(2 << 20) as usize;
+        let map = AlignedMmap::new(host_backing, size as usize, align, 0).map_err(|e| {
+            StressError::Setup(format!("mapping the {} chunk: {e}", backing.name()))
+        })?;
+        if backing == Backing::Anon4k {
+            // SAFETY: advising the mapping we own.
+            unsafe { libc::madvise(map.as_ptr().cast(), map.len(), libc::MADV_NOHUGEPAGE) };
+        }
+        Ok(Self(map))
+    }
+
+    fn protect(&self, prot: libc::c_int) -> Result<(), StressError> {
+        // SAFETY: changes protection of the mapping we own; KVM learns through the
+        // mmu_notifier, which is the point of the benchmark.
+        if unsafe { libc::mprotect(self.0.as_ptr().cast(), self.0.len(), prot) } != 0 {
+            return Err(StressError::Setup(format!(
+                "mprotect: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Upstream's munmap of the first half, done as a PROT_NONE remap so the address
+    /// range stays ours until the chunk is dropped (no other mapping can land there).
+    fn drop_first_half(&self) {
+        let half = self.0.len() / 2;
+        // SAFETY: replaces the first half of our own mapping in place.
+        unsafe {
+            libc::mmap(
+                self.0.as_ptr().cast(),
+                half,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+    }
+}
+
+fn guest_phys_bits(cpuid: &kvm_bindings::CpuId) -> u32 {
+    cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 0x8000_0008)
+        .map_or(36, |e| e.eax & 0xff)
+}
+
+fn set_slot(
+    vm: &kvm_ioctls::VmFd,
+    slot: u32,
+    gpa: u64,
+    size: u64,
+    hva: u64,
+) -> Result<(), StressError> {
+    let region = kvm_userspace_memory_region {
+        slot,
+        flags: 0,
+        guest_phys_addr: gpa,
+        memory_size: size,
+        userspace_addr: hva,
+    };
+    // SAFETY: `hva..hva+size` is the chunk, alive until after the VM is dropped (or
+    // size is 0, which deletes the slot); aliasing one host range from many slots is
+    // allowed and is what the benchmark measures.
+    unsafe { vm.set_user_memory_region(region) }
+        .map_err(|e| StressError::Setup(format!("memslot {slot} at {gpa:#x}: {e}")))
+}
+
+/// Progress on stderr during long phases: an updating line on a terminal, else one line
+/// every 5 s (CI logs stay short).
+fn show(
+    progress: bool,
+    phase: &str,
+    pending: i64,
+    vcpus: usize,
+    since: Instant,
+    last: &mut Instant,
+) {
+    let mut e = std::io::stderr().lock();
+    let tty = e.is_terminal();
+    let every = if tty {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_secs(5)
+    };
+    if !progress || since.elapsed() < Duration::from_secs(1) || last.elapsed() < every {
+        return;
+    }
+    *last = Instant::now();
+    let line = format!(
+        "{phase}: {pending} of {vcpus} vCPUs still working, {:.1}s",
+        since.elapsed().as_secs_f64()
+    );
+    let _ = if tty {
+        write!(e, "\r{line}   ")
+    } else {
+        writeln!(e, "{line}")
+    };
+}
+
+struct Workers {
+    threads: Vec<JoinHandle<Result<WorkerCounts, WorkerError>>>,
+    rendezvous: Arc<Rendezvous>,
+}
+
+impl Workers {
+    /// Ends every worker (abort + kicks) and returns the first vCPU error, if any.
+    fn stop(self) -> (Vec<WorkerCounts>, Option<WorkerError>) {
+        self.rendezvous.abort();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            for t in self.threads.iter().filter(|t| !t.is_finished()) {
+                let _ = t.kill(kick_signal());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut counts = Vec::new();
+        let mut first = None;
+        for t in self.threads {
+            if !t.is_finished() {
+                continue; // cannot be killed safely; reported by the caller's error
+            }
+            match t.join() {
+                Ok(Ok(c)) => counts.push(c),
+                Ok(Err(WorkerError::Aborted { .. })) => {}
+                Ok(Err(e)) => {
+                    first.get_or_insert(e);
+                }
+                Err(_) => {}
+            }
+        }
+        (counts, first)
+    }
+}
+
+/// Stage-2 leaves the planner expects once run 1 has written all of the aliased memory
+/// (the program image's own few 4K leaves in slot 0 come on top).
+fn predict(
+    g: &Geometry,
+    chunk: &Chunk,
+    backing: Backing,
+    backend: crate::probe::BackendKind,
+    guest_page: u64,
+    first_slot: u32,
+) -> BTreeMap<String, u64> {
+    use crate::stage2::{expected_leaves, plan, HostMapping, PlanInput, SlotSpec};
+    let hva = chunk.0.as_ptr() as u64;
+    let input = PlanInput {
+        target: crate::report::host_target(backend, guest_page),
+        slots: (0..g.slots)
+            .map(|i| SlotSpec {
+                slot: first_slot + i as u32,
+                gpa: START_GPA + i * g.slot_size,
+                size: g.slot_size,
+                hva,
+                dirty_log: false,
+            })
+            .collect(),
+        mappings: vec![HostMapping {
+            hva,
+            size: g.slot_size,
+            kind: backing.host_kind(),
+            page_size: backing.page_size(),
+        }],
+        write_tracked: vec![],
+    };
+    let names = |leaf: u64| match leaf {
+        l if l == 1 << 30 => "pages_1g".to_string(),
+        l if l == 2 << 20 => "pages_2m".to_string(),
+        _ => "pages_4k".to_string(),
+    };
+    let mut out: BTreeMap<String, u64> = ["pages_4k", "pages_2m", "pages_1g"]
+        .iter()
+        .map(|k| (k.to_string(), 0))
+        .collect();
+    if let Ok(p) = plan(&input) {
+        for (leaf, n) in expected_leaves(&p, &[(START_GPA, g.end)]) {
+            *out.entry(names(leaf)).or_insert(0) += n;
+        }
+    }
+    out
+}
+
+/// Runs the benchmark once in a fresh VM.
+pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo), StressError> {
+    let supported = kvm
+        .kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| StressError::Setup(format!("KVM_GET_SUPPORTED_CPUID: {e}")))?;
+    let g: Geometry = config::check(
+        c,
+        kvm.max_memslots() as u64,
+        kvm.max_vcpus(),
+        guest_phys_bits(&supported),
+        crate::probe::host_memory(),
+    )?;
+    pool::check(
+        &pool::pages_needed(&[ZoneConfig::new(g.slot_size, c.backing)]),
+        pool::read_pool,
+    )?;
+    let guest_page = setup_x86_64::guest_page_size(&supported);
+    let backend = crate::probe::Backend::detect().kind;
+
+    // Host chunk, prefaulted as upstream (so guest faults need no allocation).
+    let chunk = Chunk::new(c.backing, g.slot_size)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: the chunk is our live read-write mapping of exactly that length.
+    unsafe {
+        crate::memory::populate(
+            chunk.0.as_ptr(),
+            chunk.0.len(),
+            c.backing.page_size() as usize,
+            threads,
+        )
+    }
+    .map_err(|e| StressError::Setup(format!("prefaulting the chunk: {e}")))?;
+
+    let low = GuestRam::new(
+        &[ZoneConfig::new(LOW_RAM, Backing::Anon4k)],
+        &[(layout::MMIO_HOLE_START, layout::MMIO_HOLE_END)],
+        0,
+    )?;
+    let ranges = low.ranges();
+    let first_slot = low.slots().len() as u32;
+    let vm = Vm::new(kvm, low)?;
+    for i in 0..g.slots {
+        set_slot(
+            &vm.fd,
+            first_slot + i as u32,
+            START_GPA + i * g.slot_size,
+            g.slot_size,
+            chunk.0.as_ptr() as u64,
+        )?;
+    }
+    let program = Program::Stress {
+        start: START_GPA,
+        end: g.end,
+        crash_vcpu: c.crash_vcpu,
+    };
+    let image = programs::build(&program, &ranges, c.vcpus, guest_page)
+        .map_err(|e| StressError::Setup(e.to_string()))?;
+    for (gpa, bytes) in &image.writes {
+        vm.ram.write(*gpa, bytes)?;
+    }
+    let sync_regs = kvm.kvm.check_extension(kvm_ioctls::Cap::SyncRegs);
+    install_kick_handler().map_err(|e| StressError::Setup(format!("kick handler: {e}")))?;
+    let rendezvous = Arc::new(Rendezvous::new(c.vcpus));
+    let mut handles = Vec::with_capacity(c.vcpus);
+    for vcpu in 0..c.vcpus {
+        let fd = vm.create_vcpu(vcpu)?;
+        setup_x86_64::configure(&fd, &supported, &image, vcpu)
+            .map_err(|e| StressError::Setup(format!("vCPU {vcpu} set-up: {e}")))?;
+        let worker = Worker {
+            vcpu,
+            fd,
+            rendezvous: rendezvous.clone(),
+            on_fault: c.on_fault,
+            report_port: layout::REPORT_PORT,
+            range: (START_GPA, g.end),
+            counts: WorkerCounts::default(),
+            sync_regs,
+        };
+        let t = std::thread::Builder::new()
+            .name(format!("stress-vcpu{vcpu}"))
+            .spawn(move || worker.run())
+            .map_err(|e| StressError::Setup(format!("vCPU thread: {e}")))?;
+        handles.push(t);
+    }
+    let workers = Workers {
+        threads: handles,
+        rendezvous: rendezvous.clone(),
+    };
+
+    // The main thread's side: rendezvous, clock, stats, release.
+    let mut times = Vec::new();
+    let mut stats_after = BTreeMap::new();
+    let mut released = Instant::now();
+    let mut phase = |name: &'static str, stats_key: Option<&str>| -> Result<(), StressError> {
+        let deadline = released + c.phase_timeout;
+        let mut last = Instant::now() - Duration::from_secs(60);
+        let arrived = rendezvous
+            .main_wait(deadline, |pending| {
+                show(c.progress, name, pending, c.vcpus, released, &mut last)
+            })
+            .map_err(|why| match why {
+                Interrupted::TimedOut => StressError::PhaseTimeout {
+                    phase: name,
+                    pending: rendezvous.pending(),
+                    vcpus: c.vcpus,
+                    secs: c.phase_timeout.as_secs_f64(),
+                },
+                Interrupted::Aborted => StressError::Setup("aborted".into()),
+            })?;
+        times.push(arrived - released);
+        // Every vCPU is parked: read the stats now, outside the timed phases.
+        if let Some(key) = stats_key {
+            if let Ok(s) = stats::read(&vm.fd) {
+                let pages = s
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("pages_"))
+                    .map(|(k, v)| (k.clone(), v.first().copied().unwrap_or(0)))
+                    .collect();
+                stats_after.insert(key.to_string(), pages);
+            }
+        }
+        released = Instant::now();
+        rendezvous.release();
+        Ok(())
+    };
+    let ro_flag = image.ro_flag;
+    let phases = (|| -> Result<(), StressError> {
+        phase("spawning", None)?;
+        phase("run 1", Some("run1"))?;
+        phase("reset", Some("reset"))?;
+        phase("run 2", Some("run2"))?;
+        chunk.protect(libc::PROT_READ)?;
+        std::thread::sleep(Duration::from_micros(10));
+        vm.ram.write(ro_flag, &1u64.to_le_bytes())?;
+        phase("mprotect RO", Some("ro"))?;
+        chunk.protect(libc::PROT_READ | libc::PROT_WRITE)?;
+        phase("mprotect RW", Some("rw"))
+    })();
+    if c.progress && std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    if let Err(e) = phases {
+        // A vCPU's own error explains an abort better than the abort does.
+        let (_, vcpu_err) = workers.stop();
+        return Err(match (e, vcpu_err) {
+            (StressError::Setup(s), Some(v)) if s == "aborted" => v.into(),
+            (e @ StressError::PhaseTimeout { .. }, _) => e,
+            (_, Some(v)) => v.into(),
+            (e, None) => e,
+        });
+    }
+
+    // Teardown as upstream: delete every other slot, drop half the chunk, join.
+    let last = first_slot + g.slots as u32 - 1;
+    let mut slot = (last as i64) & !1;
+    while slot >= i64::from(first_slot) {
+        set_slot(&vm.fd, slot as u32, 0, 0, 0)?;
+        slot -= 2;
+    }
+    chunk.drop_first_half();
+    let (counts, err) = workers.stop();
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    let predicted_run1 = predict(&g, &chunk, c.backing, backend, guest_page, first_slot);
+    let p: [Duration; 5] = [times[1], times[2], times[3], times[4], times[5]];
+    let f = |d: Duration| d.as_secs_f64();
+    let result = RunResult {
+        phases: Phases {
+            run1: f(p[0]),
+            reset: f(p[1]),
+            run2: f(p[2]),
+            ro: f(p[3]),
+            rw: f(p[4]),
+        },
+        line: upstream_line(p),
+        stats: stats_after,
+        predicted_run1,
+        efaults: counts.iter().map(|c| c.efaults).sum(),
+        mmio_faults: counts.iter().map(|c| c.mmio_faults).sum(),
+    };
+    let info = ConfigInfo {
+        vcpus: c.vcpus,
+        max_mem_gib: c.max_mem_gib,
+        slot_gib: c.slot_gib,
+        slots: g.slots,
+        backing: c.backing.name().into(),
+        on_fault: c.on_fault,
+        guest_page,
+    };
+    // The VM (with its remaining slots) and the chunk drop here: KVM tears down the
+    // rest through the mmu_notifier, as upstream's exit without cleanup does.
+    drop(vm);
+    drop(chunk);
+    Ok((result, info))
+}

@@ -1,0 +1,136 @@
+//! `granule stress` and `granule stress compare` at the binary's edge: defaults for this
+//! machine, repeats, the upstream line, JSON, and the comparison.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::{StressAction, StressArgs};
+use crate::memory::Backing;
+use crate::probe;
+use crate::stress::{compare, config, OnFault, StressConfig, StressReport};
+
+/// Runs `granule stress` (all repeats); returns the report.
+pub fn run(a: &StressArgs) -> Result<StressReport> {
+    let facts = probe::probe();
+    let Some(kvm_facts) = &facts.kvm else {
+        bail!(
+            "{}",
+            facts
+                .kvm_error
+                .clone()
+                .unwrap_or_else(|| "KVM unavailable".into())
+        );
+    };
+    let (vcpus, mem, slot) = config::defaults(
+        facts.cpus,
+        kvm_facts.backend.hardware_stage2,
+        facts.memory_bytes,
+    );
+    let backing = if a.hugetlb {
+        Some(Backing::Hugetlb2m)
+    } else {
+        a.backing
+    };
+    let cfg = StressConfig {
+        vcpus: a.vcpus.unwrap_or(vcpus),
+        max_mem_gib: a.mem.unwrap_or(mem),
+        slot_gib: a.slot.unwrap_or(slot),
+        backing: backing.unwrap_or(Backing::Anon4k),
+        on_fault: a.on_fault.unwrap_or(OnFault::Skip),
+        phase_timeout: a.phase_timeout,
+        progress: !a.quiet,
+        crash_vcpu: a.crash_vcpu,
+    };
+    run_with(&cfg, a.repeat, &facts)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn run_with(cfg: &StressConfig, repeat: usize, facts: &probe::HostFacts) -> Result<StressReport> {
+    let kvm = crate::kvm::KvmHandle::open()?;
+    let backend = facts.kvm.as_ref().map(|k| k.backend.clone());
+    eprintln!(
+        "granule stress: {} GiB of guest memory in {} GiB slots aliasing one {} chunk, {} vCPUs, on-fault {:?}",
+        cfg.max_mem_gib,
+        cfg.slot_gib,
+        cfg.backing.name(),
+        cfg.vcpus,
+        cfg.on_fault
+    );
+    let mut runs = Vec::new();
+    let mut info = None;
+    for i in 0..repeat {
+        let (r, c) = crate::stress::run(&kvm, cfg)
+            .with_context(|| format!("stress run {} of {repeat}", i + 1))?;
+        println!("{}", r.line);
+        runs.push(r);
+        info = Some(c);
+    }
+    let info = info.context("no runs")?;
+    Ok(StressReport {
+        tool: format!("granule stress {}", env!("CARGO_PKG_VERSION")),
+        host: crate::stress::result::HostInfo {
+            arch: facts.arch.into(),
+            kernel: facts.kernel.clone(),
+            cpu_model: facts.cpu_model.clone(),
+            cpus: facts.cpus,
+            backend: backend.as_ref().map_or("unknown".into(), |b| {
+                serde_json::to_value(b.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            }),
+            hardware_stage2: backend.as_ref().is_some_and(|b| b.hardware_stage2),
+            fwb: None,
+        },
+        config: info,
+        runs,
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn run_with(_: &StressConfig, _: usize, _: &probe::HostFacts) -> Result<StressReport> {
+    bail!(
+        "granule stress is not available on {} yet",
+        std::env::consts::ARCH
+    )
+}
+
+/// `granule stress compare`: prints the table, writes the SVG.
+pub fn compare(files: &[impl AsRef<Path>], svg: &Path) -> Result<String> {
+    let reports = files
+        .iter()
+        .map(|f| {
+            let f = f.as_ref();
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            serde_json::from_str::<StressReport>(&text).with_context(|| {
+                format!(
+                    "{} is not a granule stress result (written by --json)",
+                    f.display()
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if reports.iter().any(|r| r.runs.is_empty()) {
+        bail!("a result file has no runs");
+    }
+    std::fs::write(svg, compare::svg(&reports))
+        .with_context(|| format!("writing {}", svg.display()))?;
+    Ok(compare::table(&reports))
+}
+
+/// Dispatch for the binary.
+pub fn main(a: &StressArgs) -> Result<()> {
+    if let Some(StressAction::Compare { files, svg }) = &a.action {
+        print!("{}", compare(files, svg)?);
+        eprintln!("granule: chart written to {}", svg.display());
+        return Ok(());
+    }
+    let report = run(a)?;
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
