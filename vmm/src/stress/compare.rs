@@ -8,7 +8,7 @@ use super::result::{StressReport, PHASE_NAMES};
 /// facts that explain differences (backend, FWB, vCPUs, sizes, backing, mode).
 pub fn table(reports: &[StressReport]) -> String {
     let mut o = String::new();
-    let w = 24;
+    let w = 28;
     let _ = write!(o, "{:<10}", "");
     for r in reports {
         let _ = write!(o, " {:>w$}", r.label());

@@ -95,11 +95,11 @@ pub struct StressReport {
 }
 
 impl StressReport {
-    /// A short name for tables and charts: arch, backing, fault mode.
+    /// A short name for tables and charts: arch/backend, backing, fault mode.
     pub fn label(&self) -> String {
         format!(
-            "{} {} {:?}",
-            self.host.arch, self.config.backing, self.config.on_fault
+            "{}/{} {} {:?}",
+            self.host.arch, self.host.backend, self.config.backing, self.config.on_fault
         )
         .to_lowercase()
     }
