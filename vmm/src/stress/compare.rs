@@ -191,7 +191,7 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains("x86_64 4k skip") && t.contains("aarch64 4k skip"),
+            t.contains("x86_64/svm_npt 4k skip") && t.contains("aarch64/svm_npt 4k skip"),
             "{t}"
         );
     }
