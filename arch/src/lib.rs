@@ -5,6 +5,7 @@
 //! Each architecture module exposes the same shape (`layout`, `programs::build`), so the
 //! VMM can drive x86_64 today and aarch64 later through [`GuestImage`].
 
+pub mod aarch64;
 pub mod image;
 pub mod report;
 pub mod x86_64;

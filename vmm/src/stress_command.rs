@@ -45,7 +45,6 @@ pub fn run(a: &StressArgs) -> Result<StressReport> {
     run_with(&cfg, a.repeat, &facts)
 }
 
-#[cfg(target_arch = "x86_64")]
 fn run_with(cfg: &StressConfig, repeat: usize, facts: &probe::HostFacts) -> Result<StressReport> {
     let kvm = crate::kvm::KvmHandle::open()?;
     let backend = facts.kvm.as_ref().map(|k| k.backend.clone());
@@ -81,19 +80,11 @@ fn run_with(cfg: &StressConfig, repeat: usize, facts: &probe::HostFacts) -> Resu
                     .unwrap_or_default()
             }),
             hardware_stage2: backend.as_ref().is_some_and(|b| b.hardware_stage2),
-            fwb: None,
+            fwb: probe::arm64_fwb(),
         },
         config: info,
         runs,
     })
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn run_with(_: &StressConfig, _: usize, _: &probe::HostFacts) -> Result<StressReport> {
-    bail!(
-        "granule stress is not available on {} yet",
-        std::env::consts::ARCH
-    )
 }
 
 /// `granule stress compare`: prints the table, writes the SVG.

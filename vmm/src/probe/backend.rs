@@ -55,12 +55,22 @@ fn param_on(v: &str) -> bool {
     matches!(v, "Y" | "y" | "1")
 }
 
-/// The arm64 KVM mode line the kernel logs at boot (arch/arm64/kvm/arm.c:
-/// "[Protected ][n]VHE mode initialized successfully"), from /dev/kmsg.
-fn arm64_mode_from_kmsg() -> Option<String> {
+/// Whether the kernel log holds `needle`: `None` when /dev/kmsg cannot be read.
+pub fn kmsg_contains(needle: &str) -> Option<bool> {
+    let mut found = false;
+    kmsg_each(|msg| {
+        found = msg.contains(needle);
+        found
+    })?;
+    Some(found)
+}
+
+/// Calls `f` on each kernel log message until it returns true. `None` if /dev/kmsg
+/// cannot be opened.
+fn kmsg_each(mut f: impl FnMut(&str) -> bool) -> Option<()> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open("/dev/kmsg")
@@ -69,20 +79,32 @@ fn arm64_mode_from_kmsg() -> Option<String> {
     // Each read returns one record; EAGAIN ends the buffer, EPIPE means records were
     // overwritten while reading (keep going). Bounded in case the log never ends.
     for _ in 0..100_000 {
-        match f.read(&mut buf) {
+        match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 let rec = String::from_utf8_lossy(&buf[..n]);
-                let msg = rec.split_once(';').map_or(&*rec, |(_, m)| m);
-                if let Some(i) = msg.find("VHE mode initialized successfully") {
-                    return Some(msg[..i + 3].trim().to_string());
+                if f(rec.split_once(';').map_or(&*rec, |(_, m)| m)) {
+                    break;
                 }
             }
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
             Err(_) => break,
         }
     }
-    None
+    Some(())
+}
+
+/// The arm64 KVM mode line the kernel logs at boot (arch/arm64/kvm/arm.c:
+/// "[Protected ][n]VHE mode initialized successfully"), from /dev/kmsg.
+fn arm64_mode_from_kmsg() -> Option<String> {
+    let mut mode = None;
+    kmsg_each(|msg| {
+        if let Some(i) = msg.find("VHE mode initialized successfully") {
+            mode = Some(msg[..i + 3].trim().to_string());
+        }
+        mode.is_some()
+    })?;
+    mode
 }
 
 /// Decides from facts (testable without the files). `kmsg_mode` is the arm64 mode the

@@ -107,3 +107,13 @@ pub fn probe() -> HostFacts {
 pub fn host_memory() -> u64 {
     host::mem_total()
 }
+
+/// arm64 FEAT_FWB (stage-2 forced write-back) of this host, from the CPU-feature line
+/// the kernel logs at boot ("detected: Stage-2 Force Write-Back"); None on other
+/// architectures or when the log cannot be read.
+pub fn arm64_fwb() -> Option<bool> {
+    if !cfg!(target_arch = "aarch64") {
+        return None;
+    }
+    backend::kmsg_contains("Stage-2 Force Write-Back")
+}

@@ -175,6 +175,7 @@ mod tests {
                     line: String::new(),
                     stats: Default::default(),
                     predicted_run1: Default::default(),
+                    guest_fwb: None,
                     efaults: 0,
                     mmio_faults: 0,
                 })

@@ -82,6 +82,9 @@ pub struct RunResult {
     /// The leaves granule's planner expects after run 1 for the aliased memory.
     #[serde(default)]
     pub predicted_run1: BTreeMap<String, u64>,
+    /// arm64: FEAT_FWB as the guest's ID_AA64MMFR2_EL1 shows it.
+    #[serde(default)]
+    pub guest_fwb: Option<bool>,
     pub efaults: u64,
     pub mmio_faults: u64,
 }

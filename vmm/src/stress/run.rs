@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use granule_arch::x86_64::{layout, programs};
 use granule_arch::Program;
-use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::kvm_userspace_memory_region;
 use thiserror::Error;
 use vmm_sys_util::signal::Killable;
 
+use super::arch;
 use super::config::{self, Geometry, StressConfig, START_GPA};
 use super::rendezvous::{Interrupted, Rendezvous};
 use super::result::{upstream_line, ConfigInfo, Phases, RunResult};
@@ -20,7 +20,7 @@ use crate::kvm::KvmHandle;
 use crate::memory::mmap::AlignedMmap;
 use crate::memory::{pool, Backing, GuestRam, MemoryError, ZoneConfig};
 use crate::observe::stats;
-use crate::vcpu::{install_kick_handler, kick_signal, setup_x86_64};
+use crate::vcpu::{install_kick_handler, kick_signal};
 use crate::vm::{Vm, VmError};
 
 #[derive(Debug, Error)]
@@ -107,14 +107,6 @@ impl Chunk {
             )
         };
     }
-}
-
-fn guest_phys_bits(cpuid: &kvm_bindings::CpuId) -> u32 {
-    cpuid
-        .as_slice()
-        .iter()
-        .find(|e| e.function == 0x8000_0008)
-        .map_or(36, |e| e.eax & 0xff)
 }
 
 fn set_slot(
@@ -255,22 +247,20 @@ fn predict(
 
 /// Runs the benchmark once in a fresh VM.
 pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo), StressError> {
-    let supported = kvm
-        .kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(|e| StressError::Setup(format!("KVM_GET_SUPPORTED_CPUID: {e}")))?;
+    let setup =
+        Arc::new(arch::setup(kvm).map_err(|e| StressError::Setup(format!("vCPU set-up: {e}")))?);
     let g: Geometry = config::check(
         c,
         kvm.max_memslots() as u64,
         kvm.max_vcpus(),
-        guest_phys_bits(&supported),
+        setup.phys_bits,
         crate::probe::host_memory(),
     )?;
     pool::check(
         &pool::pages_needed(&[ZoneConfig::new(g.slot_size, c.backing)]),
         pool::read_pool,
     )?;
-    let guest_page = setup_x86_64::guest_page_size(&supported);
+    let guest_page = setup.guest_page;
     let backend = crate::probe::Backend::detect().kind;
 
     // Host chunk, prefaulted as upstream (so guest faults need no allocation).
@@ -287,9 +277,10 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
     }
     .map_err(|e| StressError::Setup(format!("prefaulting the chunk: {e}")))?;
 
+    // RAM avoids [3 GiB, 4 GiB) on both architectures (x86 MMIO hole; arm64 report page).
     let low = GuestRam::new(
         &[ZoneConfig::new(LOW_RAM, Backing::Anon4k)],
-        &[(layout::MMIO_HOLE_START, layout::MMIO_HOLE_END)],
+        &[(3 << 30, 4 << 30)],
         0,
     )?;
     let ranges = low.ranges();
@@ -309,28 +300,30 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
         end: g.end,
         crash_vcpu: c.crash_vcpu,
     };
-    let image = programs::build(&program, &ranges, c.vcpus, guest_page)
+    let image = arch::build(&program, &ranges, c.vcpus, &setup)
         .map_err(|e| StressError::Setup(e.to_string()))?;
     for (gpa, bytes) in &image.writes {
         vm.ram.write(*gpa, bytes)?;
     }
-    let sync_regs = kvm.kvm.check_extension(kvm_ioctls::Cap::SyncRegs);
+    let mut guest_fwb = None;
     install_kick_handler().map_err(|e| StressError::Setup(format!("kick handler: {e}")))?;
     let rendezvous = Arc::new(Rendezvous::new(c.vcpus));
     let mut handles = Vec::with_capacity(c.vcpus);
     for vcpu in 0..c.vcpus {
         let fd = vm.create_vcpu(vcpu)?;
-        setup_x86_64::configure(&fd, &supported, &image, vcpu)
+        arch::configure(&fd, &vm.fd, &setup, &image, vcpu)
             .map_err(|e| StressError::Setup(format!("vCPU {vcpu} set-up: {e}")))?;
+        if vcpu == 0 {
+            guest_fwb = arch::guest_fwb(&fd);
+        }
         let worker = Worker {
             vcpu,
             fd,
             rendezvous: rendezvous.clone(),
             on_fault: c.on_fault,
-            report_port: layout::REPORT_PORT,
             range: (START_GPA, g.end),
             counts: WorkerCounts::default(),
-            sync_regs,
+            arch: setup.clone(),
         };
         let t = std::thread::Builder::new()
             .name(format!("stress-vcpu{vcpu}"))
@@ -432,6 +425,7 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
         line: upstream_line(p),
         stats: stats_after,
         predicted_run1,
+        guest_fwb,
         efaults: counts.iter().map(|c| c.efaults).sum(),
         mmio_faults: counts.iter().map(|c| c.mmio_faults).sum(),
     };

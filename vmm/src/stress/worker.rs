@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 pub use super::config::OnFault;
 use thiserror::Error;
 
+use super::arch;
 use super::rendezvous::{Interrupted, Rendezvous};
 use crate::vcpu::RegsSnapshot;
 
@@ -62,13 +63,10 @@ pub struct Worker {
     pub fd: VcpuFd,
     pub rendezvous: Arc<Rendezvous>,
     pub on_fault: OnFault,
-    pub report_port: u16,
     /// The aliased guest memory, for recognising MMIO-style faults.
     pub range: (u64, u64),
     pub counts: WorkerCounts,
-    /// Whether KVM_CAP_SYNC_REGS lets the skip avoid two ioctls per fault (upstream
-    /// uses the sync-regs area too).
-    pub sync_regs: bool,
+    pub arch: Arc<arch::Setup>,
 }
 
 impl Worker {
@@ -103,14 +101,18 @@ impl Worker {
     }
 
     fn step(&mut self) -> Step {
-        let (port, lo, hi) = (self.report_port, self.range.0, self.range.1);
+        let (lo, hi) = self.range;
         match self.fd.run() {
-            Ok(VcpuExit::IoOut(p, data)) if p == port && data.len() == 4 => {
-                Step::Report(u32::from_le_bytes([data[0], data[1], data[2], data[3]]))
+            Ok(exit) => {
+                if let Some(kind) = arch::report(&exit) {
+                    return Step::Report(kind);
+                }
+                match exit {
+                    VcpuExit::MmioWrite(addr, _) if (lo..hi).contains(&addr) => Step::Mmio,
+                    VcpuExit::Intr => Step::Intr,
+                    other => Step::Other(format!("{other:?}")),
+                }
             }
-            Ok(VcpuExit::MmioWrite(addr, _)) if (lo..hi).contains(&addr) => Step::Mmio,
-            Ok(VcpuExit::Intr) => Step::Intr,
-            Ok(other) => Step::Other(format!("{other:?}")),
             Err(e) if e.errno() == libc::EFAULT => Step::Efault,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Step::Intr,
             Err(e) => Step::Failed(std::io::Error::from_raw_os_error(e.errno())),
@@ -118,29 +120,11 @@ impl Worker {
     }
 
     fn report_value(&mut self) -> u64 {
-        if self.sync_regs {
-            self.fd.sync_regs().regs.rbx
-        } else {
-            crate::vcpu::report_arg(&self.fd)
-        }
+        arch::report_value(&mut self.fd, &self.arch)
     }
 
-    /// Moves past the faulting store.
     fn skip_store(&mut self) -> Result<(), std::io::Error> {
-        let len = granule_arch::x86_64::programs::STRESS_STORE_LEN;
-        if self.sync_regs {
-            self.fd.sync_regs_mut().regs.rip += len;
-            self.fd.set_sync_dirty_reg(kvm_ioctls::SyncReg::Register);
-            return Ok(());
-        }
-        let mut regs = self
-            .fd
-            .get_regs()
-            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
-        regs.rip += len;
-        self.fd
-            .set_regs(&regs)
-            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+        arch::skip_store(&mut self.fd, &self.arch)
     }
 
     /// Runs until the guest reports stage `want`. `on_efault`: Some(true) skips the
@@ -207,26 +191,12 @@ impl Worker {
     }
 
     fn stages(&mut self) -> Result<(), WorkerError> {
-        if self.sync_regs {
-            self.fd.set_sync_valid_reg(kvm_ioctls::SyncReg::Register);
-        }
+        arch::enable_sync_regs(&mut self.fd, &self.arch);
         self.meet()?; // spawning
         self.run_to(0, None, None)?; // stage 0: first touch
         self.meet()?;
-        // Toggle CR0.WP: forces an MMU context reset.
-        let mut sregs = self.fd.get_sregs().map_err(|e| {
-            self.stage_err(
-                1,
-                Step::Failed(std::io::Error::from_raw_os_error(e.errno())),
-            )
-        })?;
-        sregs.cr0 ^= granule_arch::x86_64::regs::CR0_WP;
-        self.fd.set_sregs(&sregs).map_err(|e| {
-            self.stage_err(
-                1,
-                Step::Failed(std::io::Error::from_raw_os_error(e.errno())),
-            )
-        })?;
+        // x86: toggle CR0.WP, which forces an MMU context reset.
+        arch::reset_mmu(&self.fd).map_err(|e| self.stage_err(1, Step::Failed(e)))?;
         self.meet()?;
         self.run_to(1, None, None)?; // stage 1: re-write
         self.meet()?;

@@ -5,7 +5,7 @@ mod control;
 mod kick;
 mod outcome;
 #[cfg(target_arch = "aarch64")]
-mod regs_aarch64;
+pub mod regs_aarch64;
 #[cfg(target_arch = "x86_64")]
 mod regs_x86_64;
 mod run_loop;

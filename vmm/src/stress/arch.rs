@@ -1,0 +1,215 @@
+//! What differs between x86_64 and aarch64 in the stress run: how the guest reports,
+//! how a faulting store is skipped, the MMU reset, and vCPU set-up.
+
+use std::io;
+
+use granule_arch::{GuestImage, Program, RamRange};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+
+use crate::kvm::KvmHandle;
+
+fn os(e: kvm_ioctls::Error) -> io::Error {
+    io::Error::from_raw_os_error(e.errno())
+}
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use super::*;
+    use crate::vcpu::setup_x86_64;
+    use granule_arch::x86_64::{layout, programs};
+    use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
+
+    pub struct Setup {
+        supported: CpuId,
+        pub guest_page: u64,
+        pub phys_bits: u32,
+        pub sync_regs: bool,
+    }
+
+    pub fn setup(kvm: &KvmHandle) -> io::Result<Setup> {
+        let supported = kvm
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(os)?;
+        let phys_bits = supported
+            .as_slice()
+            .iter()
+            .find(|e| e.function == 0x8000_0008)
+            .map_or(36, |e| e.eax & 0xff);
+        Ok(Setup {
+            guest_page: setup_x86_64::guest_page_size(&supported),
+            phys_bits,
+            sync_regs: kvm.kvm.check_extension(kvm_ioctls::Cap::SyncRegs),
+            supported,
+        })
+    }
+
+    pub fn build(
+        p: &Program,
+        ram: &[RamRange],
+        vcpus: usize,
+        s: &Setup,
+    ) -> Result<GuestImage, granule_arch::ImageError> {
+        programs::build(p, ram, vcpus, s.guest_page)
+    }
+
+    pub fn configure(
+        fd: &VcpuFd,
+        _vm: &VmFd,
+        s: &Setup,
+        image: &GuestImage,
+        i: usize,
+    ) -> io::Result<()> {
+        setup_x86_64::configure(fd, &s.supported, image, i).map_err(os)
+    }
+
+    /// A report is a 4-byte `out` to the report port.
+    pub fn report(exit: &VcpuExit<'_>) -> Option<u32> {
+        match exit {
+            VcpuExit::IoOut(p, d) if *p == layout::REPORT_PORT && d.len() == 4 => {
+                Some(u32::from_le_bytes([d[0], d[1], d[2], d[3]]))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn enable_sync_regs(fd: &mut VcpuFd, s: &Setup) {
+        if s.sync_regs {
+            fd.set_sync_valid_reg(kvm_ioctls::SyncReg::Register);
+        }
+    }
+
+    pub fn report_value(fd: &mut VcpuFd, s: &Setup) -> u64 {
+        if s.sync_regs {
+            fd.sync_regs().regs.rbx
+        } else {
+            crate::vcpu::report_arg(fd)
+        }
+    }
+
+    /// RIP += 3 past `mov %rax,(%rax)`, through the sync-regs area as upstream does
+    /// (no extra ioctls) where KVM has it.
+    pub fn skip_store(fd: &mut VcpuFd, s: &Setup) -> io::Result<()> {
+        let len = programs::STRESS_STORE_LEN;
+        if s.sync_regs {
+            fd.sync_regs_mut().regs.rip += len;
+            fd.set_sync_dirty_reg(kvm_ioctls::SyncReg::Register);
+            return Ok(());
+        }
+        let mut r = fd.get_regs().map_err(os)?;
+        r.rip += len;
+        fd.set_regs(&r).map_err(os)
+    }
+
+    /// Toggles CR0.WP, which forces an MMU context reset (upstream's "reset" phase).
+    pub fn reset_mmu(fd: &VcpuFd) -> io::Result<()> {
+        let mut sregs = fd.get_sregs().map_err(os)?;
+        sregs.cr0 ^= granule_arch::x86_64::regs::CR0_WP;
+        fd.set_sregs(&sregs).map_err(os)
+    }
+
+    /// x86 has no FEAT_FWB.
+    pub fn guest_fwb(_fd: &VcpuFd) -> Option<bool> {
+        None
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod imp {
+    use super::*;
+    use crate::vcpu::regs_aarch64::{xreg, PC, PSTATE};
+    use granule_arch::aarch64::{layout, programs, regs};
+
+    pub struct Setup {
+        pub guest_page: u64,
+        pub phys_bits: u32,
+    }
+
+    pub fn setup(kvm: &KvmHandle) -> io::Result<Setup> {
+        // VMs get KVM's default 40-bit IPA space (granule creates them with type 0).
+        let _ = kvm;
+        Ok(Setup {
+            guest_page: 1 << 30,
+            phys_bits: 40,
+        })
+    }
+
+    pub fn build(
+        p: &Program,
+        ram: &[RamRange],
+        vcpus: usize,
+        _s: &Setup,
+    ) -> Result<GuestImage, granule_arch::ImageError> {
+        programs::build(p, ram, vcpus)
+    }
+
+    fn set(fd: &VcpuFd, id: u64, v: u64) -> io::Result<()> {
+        fd.set_one_reg(id, &v.to_le_bytes()).map(|_| ()).map_err(os)
+    }
+
+    fn get(fd: &VcpuFd, id: u64) -> io::Result<u64> {
+        let mut b = [0u8; 8];
+        fd.get_one_reg(id, &mut b).map_err(os)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// KVM_ARM_VCPU_INIT (PSCI 0.2, powered on), then EL1 with the MMU on over the
+    /// image's identity tables, at the entry with the four arguments in x0..x3.
+    pub fn configure(
+        fd: &VcpuFd,
+        vm: &VmFd,
+        _s: &Setup,
+        image: &GuestImage,
+        i: usize,
+    ) -> io::Result<()> {
+        let mut kvi = kvm_bindings::kvm_vcpu_init::default();
+        vm.get_preferred_target(&mut kvi).map_err(os)?;
+        kvi.features[0] |= 1 << kvm_bindings::KVM_ARM_VCPU_PSCI_0_2;
+        fd.vcpu_init(&kvi).map_err(os)?;
+        set(fd, regs::MAIR_EL1, regs::MAIR)?;
+        set(fd, regs::TCR_EL1, regs::TCR)?;
+        set(fd, regs::TTBR0_EL1, image.page_table_root)?;
+        set(fd, regs::SCTLR_EL1, regs::SCTLR)?;
+        let e = &image.vcpus[i];
+        set(fd, PSTATE, regs::PSTATE_EL1H)?;
+        set(fd, PC, e.entry)?;
+        for (n, a) in e.args.iter().enumerate() {
+            set(fd, xreg(n as u64), *a)?;
+        }
+        Ok(())
+    }
+
+    /// A report is a 4-byte MMIO store to the report address.
+    pub fn report(exit: &VcpuExit<'_>) -> Option<u32> {
+        match exit {
+            VcpuExit::MmioWrite(a, d) if *a == layout::REPORT_MMIO && d.len() == 4 => {
+                Some(u32::from_le_bytes([d[0], d[1], d[2], d[3]]))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn enable_sync_regs(_fd: &mut VcpuFd, _s: &Setup) {}
+
+    pub fn report_value(fd: &mut VcpuFd, _s: &Setup) -> u64 {
+        crate::vcpu::report_arg(fd)
+    }
+
+    /// PC += 4 past `str x0, [x0]`.
+    pub fn skip_store(fd: &mut VcpuFd, _s: &Setup) -> io::Result<()> {
+        let pc = get(fd, PC)?;
+        set(fd, PC, pc + programs::STRESS_STORE_LEN)
+    }
+
+    /// arm64 has no equivalent of x86's CR0.WP toggle (upstream skips it too).
+    pub fn reset_mmu(_fd: &VcpuFd) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// FEAT_FWB as this vCPU sees ID_AA64MMFR2_EL1.
+    pub fn guest_fwb(fd: &VcpuFd) -> Option<bool> {
+        get(fd, regs::ID_AA64MMFR2_EL1).ok().map(regs::has_fwb)
+    }
+}
+
+pub use imp::*;
