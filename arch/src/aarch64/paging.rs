@@ -51,7 +51,7 @@ mod tests {
         assert_eq!(entry(&t, 0), 0x9000 | 0b11);
         assert_eq!(entry(&t, 8), 0xa000 | 0b11);
         let block = |g: u64| entry(&t, PAGE + g * 8);
-        assert_eq!(block(4), 4 * GIB | AF | SH_INNER | VALID_BLOCK);
+        assert_eq!(block(4), (4 * GIB) | AF | SH_INNER | VALID_BLOCK);
         assert_eq!(
             block(3) & 0b11100,
             ATTR_DEVICE,

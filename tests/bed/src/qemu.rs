@@ -106,6 +106,11 @@ impl Bed {
         }
     }
 
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
     pub fn label(mut self, label: &str) -> Self {
         self.label = label.into();
         self

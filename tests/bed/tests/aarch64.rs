@@ -97,3 +97,58 @@ fn arm64_granule_tests_pass_inside_the_bed() {
     assert!(passed >= 50, "{passed} tests passed inside the bed");
     assert_eq!(run.rc, 0, "{}", run.tail());
 }
+
+/// mmu_stress in the arm64 bed, both fault modes, FEAT_FWB recorded; the results are
+/// kept in target/bed-logs for the x86 bed test's cross-architecture comparison.
+#[test]
+fn arm64_stress_both_modes_compare() {
+    let Some(m) = bed_available("bed_arm64_stress_both_modes_compare", Arch::Aarch64.qemu()) else {
+        return;
+    };
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // Software-emulated nested faults are slow: a few minutes per bed.
+    let run = Bed::new(Arch::Aarch64, "stress")
+        .timeout(std::time::Duration::from_secs(900))
+        .cmdline("granule.stress_mem=1")
+        .run(&m)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run.rc, 0, "{}", run.tail());
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bed-logs");
+    let mut files = Vec::new();
+    for mode in ["skip", "stop"] {
+        let v = run
+            .json(&format!("stress-{mode}"))
+            .unwrap_or_else(|| panic!("no {mode} result\n{}", run.tail()));
+        assert_eq!(v["host"]["arch"], "aarch64");
+        assert_eq!(v["host"]["backend"], "arm64_vhe");
+        assert!(
+            v["host"]["fwb"].is_boolean(),
+            "FEAT_FWB is recorded: {}",
+            v["host"]
+        );
+        assert!(v["runs"][0]["guest_fwb"].is_boolean());
+        assert_eq!(v["config"]["on_fault"], mode);
+        for phase in ["run1", "reset", "run2", "ro", "rw"] {
+            assert!(
+                v["runs"][0]["phases"][phase].as_f64().unwrap_or(0.0) > 0.0,
+                "{mode} {phase}"
+            );
+        }
+        if mode == "skip" {
+            assert!(
+                v["runs"][0]["efaults"].as_u64().unwrap_or(0) > 1000,
+                "PC += 4 skipped every store"
+            );
+        }
+        let f = dir.join(format!("aarch64-stress-{mode}.json"));
+        std::fs::write(&f, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        files.push(f);
+    }
+    let table =
+        granule_vmm::stress_command::compare(&files, &dir.join("aarch64-stress-compare.svg"))
+            .expect("compare");
+    assert!(
+        table.contains("aarch64/arm64_vhe 4k skip") && table.contains("aarch64/arm64_vhe 4k stop"),
+        "{table}"
+    );
+}
