@@ -9,6 +9,8 @@
 
 mod manifest;
 mod qemu;
+mod stress;
 
 pub use manifest::{bed_available, Manifest};
 pub use qemu::{Arch, Bed, BedError, BedRun};
+pub use stress::{logs_dir, stress_results};
