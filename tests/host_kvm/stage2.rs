@@ -151,9 +151,7 @@ fn bad_memory_leaves_nothing_behind() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let kvm = common::kvm();
-    let free_1g: u64 =
-        std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages")
-            .map_or(0, |s| s.trim().parse().unwrap_or(0));
+    let free_1g: u64 = common::free_hugepages(1 << 20);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["size=256M,backing=thp", "size=1G,gpa=0x8000000"],

@@ -188,9 +188,7 @@ fn stress_failures_end_with_clear_errors_within_a_bound() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("had not finished after 0.050 s"), "{err}");
     // Bad configurations.
-    let free_1g: u64 =
-        std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages")
-            .map_or(0, |s| s.trim().parse().unwrap_or(0));
+    let free_1g: u64 = common::free_hugepages(1 << 20);
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec!["-m".into(), "1".into(), "-s".into(), "2".into()],

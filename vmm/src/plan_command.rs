@@ -29,11 +29,6 @@ pub struct PlanOutput {
     pub plan: Vec<PlanRange>,
 }
 
-fn host_has_1g() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .is_ok_and(|c| c.split_whitespace().any(|w| w == "pdpe1gb"))
-}
-
 /// The MMU to plan for, from the arguments and (for this host's arch) the host.
 pub fn target(a: &PlanArgs) -> Result<(&'static str, Target), PlanCommandError> {
     let host_arch = if cfg!(target_arch = "aarch64") {
@@ -65,7 +60,11 @@ pub fn target(a: &PlanArgs) -> Result<(&'static str, Target), PlanCommandError> 
     });
     let max_leaf = a
         .max_leaf
-        .unwrap_or(if !on_host || host_has_1g() { G1 } else { M2 });
+        .unwrap_or(if !on_host || crate::probe::host_has_1g_pages() {
+            G1
+        } else {
+            M2
+        });
     Ok((
         "x86_64",
         match mmu {

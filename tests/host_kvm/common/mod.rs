@@ -90,3 +90,11 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Free pages in the host's hugetlb pool of `size_kib` (0 when there is none).
+pub fn free_hugepages(size_kib: u64) -> u64 {
+    std::fs::read_to_string(format!(
+        "/sys/kernel/mm/hugepages/hugepages-{size_kib}kB/free_hugepages"
+    ))
+    .map_or(0, |s| s.trim().parse().unwrap_or(0))
+}

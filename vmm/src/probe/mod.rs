@@ -117,3 +117,10 @@ pub fn arm64_fwb() -> Option<bool> {
     }
     backend::kmsg_contains("Stage-2 Force Write-Back")
 }
+
+/// Whether this host's CPU maps 1 GiB pages (x86 `pdpe1gb`): the largest leaf a
+/// hardware TDP stage 2 can use here.
+pub fn host_has_1g_pages() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .is_ok_and(|c| c.split_whitespace().any(|w| w == "pdpe1gb"))
+}

@@ -83,9 +83,11 @@ pub fn host_target(backend: BackendKind, guest_page: u64) -> Target {
         };
         return Target::Arm64 { granule };
     }
-    let host_1g = std::fs::read_to_string("/proc/cpuinfo")
-        .is_ok_and(|c| c.split_whitespace().any(|w| w == "pdpe1gb"));
-    let max_leaf = if host_1g { G1 } else { M2 };
+    let max_leaf = if crate::probe::host_has_1g_pages() {
+        G1
+    } else {
+        M2
+    };
     match backend {
         BackendKind::VmxEpt | BackendKind::SvmNpt => Target::X86Tdp { max_leaf },
         _ => Target::X86Shadow {
