@@ -7,6 +7,7 @@
 //! work at CPL3 is fast there and equally correct on hardware KVM: one code path.
 
 pub mod asm;
+pub mod boot;
 pub mod gdt;
 pub mod layout;
 pub mod paging;
