@@ -3,6 +3,8 @@
 
 pub mod cli;
 pub mod kvm;
+#[cfg(target_arch = "x86_64")]
+pub mod linux;
 pub mod memory;
 pub mod observe;
 pub mod plan_command;

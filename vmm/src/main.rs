@@ -13,6 +13,8 @@ use granule_vmm::programs::{self, RunConfig, RunSummary, Verdict};
 use granule_vmm::{plan_command, probe, units};
 
 fn main() -> ExitCode {
+    // The boot timer measures guest boot from here.
+    let process_start = std::time::Instant::now();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Probe { json } => run_probe(json),
+        Command::Run(args) if args.kernel.is_some() => run_linux(&args, process_start),
         Command::Run(args) => run_program(&args),
         Command::Plan(args) => run_plan(&args),
         Command::Stress(args) => {
@@ -67,7 +70,7 @@ fn run_plan(args: &PlanArgs) -> Result<ExitCode> {
 }
 
 fn program(args: &RunArgs) -> Program {
-    match args.program {
+    match args.program.unwrap_or(ProgramArg::Hello) {
         ProgramArg::Hello => Program::Hello {
             text: args.text.clone(),
         },
@@ -105,6 +108,44 @@ fn run_program(args: &RunArgs) -> Result<ExitCode> {
         Verdict::GuestFailed => 4,
         Verdict::TimedOut => 5,
     }))
+}
+
+/// `granule run --kernel`: boots Linux; the exit code says how the guest ended.
+#[cfg(target_arch = "x86_64")]
+fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<ExitCode> {
+    use granule_vmm::linux::{self, LinuxConfig, DEFAULT_CMDLINE};
+    let kvm = KvmHandle::open()?;
+    let cfg = LinuxConfig {
+        kernel: args.kernel.clone().unwrap_or_default(),
+        initrd: args.initrd.clone(),
+        cmdline: args
+            .cmdline
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
+        vcpus: args.cpus,
+        zones: args.memory.clone(),
+        timeout: args.timeout,
+        process_start,
+    };
+    let summary = linux::boot(&kvm, &cfg).context("booting the kernel")?;
+    if !args.quiet {
+        eprint!("{}", granule_vmm::report::render(&summary.stage2));
+    }
+    eprint!("{}", linux::summary::render(&summary));
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(&summary.stage2)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&summary)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::from(summary.exit_code))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn run_linux(_args: &RunArgs, _process_start: std::time::Instant) -> Result<ExitCode> {
+    anyhow::bail!("booting a Linux kernel is supported on x86_64 hosts only so far")
 }
 
 fn render_summary(s: &RunSummary) -> String {

@@ -67,6 +67,8 @@ pub struct Bed {
     pub timeout: Duration,
     /// Names the log file (`target/bed-logs/{arch}-{label}.log`); the scenario by default.
     pub label: String,
+    /// The manifest key of the initramfs to boot, instead of the arch's default.
+    pub initrd_key: Option<&'static str>,
 }
 
 /// A finished run: the serial log and the scenario's exit status.
@@ -103,7 +105,14 @@ impl Bed {
             memory: "3G",
             timeout: Duration::from_secs(300),
             label: scenario.into(),
+            initrd_key: None,
         }
+    }
+
+    /// Boots the initramfs named by manifest key `key` (e.g. X86_64_BOOT_INITRD).
+    pub fn initrd(mut self, key: &'static str) -> Self {
+        self.initrd_key = Some(key);
+        self
     }
 
     pub fn timeout(mut self, t: Duration) -> Self {
@@ -133,9 +142,10 @@ impl Bed {
                 .map_err(BedError::Setup)
         };
         let (kernel, initrd) = match self.arch {
-            Arch::X86_64 => (key("X86_64_KERNEL")?, key("X86_64_INITRD")?),
-            Arch::Aarch64 => (key("AARCH64_KERNEL")?, key("AARCH64_INITRD")?),
+            Arch::X86_64 => ("X86_64_KERNEL", "X86_64_INITRD"),
+            Arch::Aarch64 => ("AARCH64_KERNEL", "AARCH64_INITRD"),
         };
+        let (kernel, initrd) = (key(kernel)?, key(self.initrd_key.unwrap_or(initrd))?);
         let mut a: Vec<String> = match self.arch {
             // Single-threaded TCG: multi-threaded TCG corrupts nested SVM guests (spec).
             Arch::X86_64 => "-M q35 -accel tcg,thread=single,tb-size=512 -cpu max -device intel-iommu,intremap=on",
@@ -266,6 +276,14 @@ impl BedRun {
             .split("GRANULE-BED: JSON-END")
             .next()?;
         serde_json::from_str(body.trim()).ok()
+    }
+
+    /// Text the scenario printed between TEXT-BEGIN/END markers (a command's output).
+    pub fn section(&self, name: &str) -> Option<String> {
+        let begin = format!("GRANULE-BED: TEXT-BEGIN {name}\n");
+        let end = format!("GRANULE-BED: TEXT-END {name}\n");
+        let body = self.text.split(&begin).nth(1)?.split(&end).next()?;
+        Some(body.to_string())
     }
 
     /// Marker lines starting with `GRANULE-BED: {tag} `, without the prefix.

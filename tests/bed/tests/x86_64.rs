@@ -153,3 +153,122 @@ fn x86_stress_both_modes_compare() {
         eprintln!("{both}");
     }
 }
+
+/// Requested guest RAM minus what the E820 map reserves below 1 MiB (EBDA to 1 MiB).
+fn guest_visible_ram(requested: u64) -> u64 {
+    use granule_arch::x86_64::boot::layout::{EBDA_START, HIMEM_START};
+    requested - (HIMEM_START - EBDA_START)
+}
+
+/// One case of the boot scenario: its exit code, console output, stderr and JSON.
+struct BootCase {
+    rc: i32,
+    out: String,
+    err: String,
+    json: serde_json::Value,
+}
+
+fn boot_case(run: &granule_bed::BedRun, name: &str) -> BootCase {
+    let rc = run
+        .markers("CASE")
+        .iter()
+        .find_map(|m| m.strip_prefix(&format!("{name} rc=")).map(str::to_owned))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no result for case {name}\n{}", run.tail()));
+    let section = |s: &str| {
+        run.section(&format!("{name}.{s}"))
+            .unwrap_or_else(|| panic!("no {s} for case {name}\n{}", run.tail()))
+    };
+    BootCase {
+        rc,
+        out: section("out"),
+        err: section("err"),
+        json: run
+            .json(name)
+            .unwrap_or_else(|| panic!("no JSON for case {name}\n{}", run.tail())),
+    }
+}
+
+/// The guest's own report of what it sees: "cpus=N online=... ram_bytes=N".
+fn guest_facts(out: &str) -> (u64, u64) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("GRANULE-GUEST: USERSPACE"))
+        .unwrap_or_else(|| panic!("the guest never reached userspace:\n{out}"));
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {k} in {line}"))
+    };
+    (field("cpus="), field("ram_bytes="))
+}
+
+/// `granule run --kernel` boots the bed's Debian 6.12 kernel on real nested SVM+NPT:
+/// bzImage and ELF, 1 and 2 vCPUs, the console both ways, poweroff, panic, the boot
+/// timer and the stage-2 share with hugetlb backing.
+#[test]
+fn x86_linux_boots_under_granule() {
+    let Some(m) = bed_available("bed_x86_linux_boots_under_granule", Arch::X86_64.qemu()) else {
+        return;
+    };
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let run = Bed::new(Arch::X86_64, "boot")
+        .initrd("X86_64_BOOT_INITRD")
+        .timeout(std::time::Duration::from_secs(900))
+        .cmdline("hugepagesz=2M hugepages=300")
+        .run(&m)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run.rc, 0, "{}", run.tail());
+    let mib512 = 512u64 << 20;
+
+    // bzImage, 1 vCPU, poweroff: exit 0, the guest sees 1 CPU and the RAM asked for.
+    let c = boot_case(&run, "bz-1cpu");
+    assert_eq!(c.rc, 0, "poweroff exits 0\n{}\n{}", c.out, c.err);
+    assert_eq!(guest_facts(&c.out), (1, guest_visible_ram(mib512)));
+    assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json);
+    assert_eq!(c.json["format"], "bz_image");
+    let userspace = c.json["boot"]["userspace_ms"].as_f64().unwrap_or(0.0);
+    let started = c.json["boot"]["vcpus_started_ms"]
+        .as_f64()
+        .unwrap_or(f64::MAX);
+    assert!(
+        userspace > started,
+        "boot timer {userspace} ms after vCPU start {started} ms"
+    );
+    assert!(c.err.contains("guest userspace"), "{}", c.err);
+
+    // bzImage, 2 vCPUs: a line on granule's stdin runs in the guest's shell.
+    let c = boot_case(&run, "bz-2cpu-stdin");
+    assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
+    assert_eq!(guest_facts(&c.out), (2, guest_visible_ram(mib512)));
+    assert!(
+        c.out.contains("STDIN-REACHED-42"),
+        "the shell did not run the line from stdin:\n{}",
+        c.out
+    );
+
+    // ELF vmlinux, 2 vCPUs, hugetlb 2M: mapped guest RAM is (nearly) all in 2M leaves.
+    let c = boot_case(&run, "elf-2cpu-hugetlb");
+    assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
+    assert_eq!(c.json["format"], "elf");
+    assert_eq!(guest_facts(&c.out).0, 2);
+    let share = &c.json["stage2_share"];
+    assert_eq!(
+        share["mapped_bytes"]["4096"], 0,
+        "no 4K leaves on hugetlb: {share}"
+    );
+    assert!(
+        share["huge_share"].as_f64().unwrap_or(0.0) >= 1.0,
+        "{share}"
+    );
+    assert_eq!(c.json["stage2"]["verdict"], "match", "{}", c.json["stage2"]);
+
+    // A kernel panic: non-zero exit, the panic line as the reason.
+    let c = boot_case(&run, "panic");
+    assert_eq!(c.rc, 3, "{}\n{}", c.out, c.err);
+    assert_eq!(c.json["end"]["kind"], "panic");
+    let reason = c.json["end"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("sysrq triggered crash"), "{reason}");
+    assert!(c.err.contains("panicked"), "{}", c.err);
+}

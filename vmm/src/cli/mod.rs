@@ -163,9 +163,24 @@ pub enum ProgramArg {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The program to run.
-    #[arg(value_enum, default_value_t = ProgramArg::Hello)]
-    pub program: ProgramArg,
+    /// The built-in program to run (default: hello); not with --kernel.
+    #[arg(value_enum, conflicts_with = "kernel")]
+    pub program: Option<ProgramArg>,
+    /// Boot this Linux kernel (bzImage or ELF vmlinux) instead of a built-in program
+    /// (x86_64). Its console is COM1 on granule's stdin and stdout.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// An initramfs for --kernel.
+    #[arg(long, value_name = "PATH", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line (replaces the default "console=ttyS0 panic=-1").
+    #[arg(
+        long,
+        value_name = "STR",
+        requires = "kernel",
+        allow_hyphen_values = true
+    )]
+    pub cmdline: Option<String>,
     /// Number of vCPUs (1 to KVM's maximum).
     #[arg(long, short = 'c', value_parser = values::parse_vcpus, default_value = "1", allow_hyphen_values = true)]
     pub cpus: usize,
@@ -186,7 +201,8 @@ pub struct RunArgs {
     /// Guest-physical address for `mmio-probe` (decimal or 0x hex).
     #[arg(long, value_parser = values::parse_u64, default_value = "0xd0000000")]
     pub gpa: u64,
-    /// Write the run summary as JSON to this file.
+    /// Write the run summary (with a kernel: end, boot time, stage-2 share) as JSON to
+    /// this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Write the stage-2 report (predicted vs observed leaves) as JSON to this file.

@@ -260,6 +260,11 @@ impl GuestRam {
         }
     }
 
+    /// The vm-memory view, for loaders that write guest memory themselves.
+    pub fn guest_memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
     pub fn write(&self, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
         self.mem
             .write_slice(bytes, GuestAddress(gpa))

@@ -1,0 +1,248 @@
+//! Reading and checking the kernel and initramfs files before any VM exists, then
+//! loading them with linux-loader and placing the command line.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use granule_arch::x86_64::boot::bzimage::{self, BzImageInfo, ENTRY_64_OFFSET};
+use granule_arch::x86_64::boot::elf::{self, ElfInfo};
+use granule_arch::x86_64::boot::layout::{CMDLINE_MAX, HIMEM_START};
+use granule_arch::x86_64::boot::KernelError;
+use linux_loader::loader::{BzImage, Elf, KernelLoader};
+use serde::Serialize;
+use vm_memory::GuestAddress;
+
+use super::BootError;
+use crate::memory::GuestRam;
+
+/// Files larger than this are refused rather than read into memory.
+const MAX_FILE: u64 = 2 << 30;
+/// The command-line limit for an ELF kernel, which has no header to say (x86's
+/// COMMAND_LINE_SIZE minus the NUL).
+const ELF_CMDLINE_MAX: usize = 2047;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelFormat {
+    BzImage,
+    Elf,
+}
+
+/// A kernel file that passed its checks.
+pub struct KernelImage {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub kind: ImageKind,
+}
+
+pub enum ImageKind {
+    BzImage(BzImageInfo),
+    Elf(ElfInfo),
+}
+
+/// A kernel in guest memory.
+#[derive(Debug, Clone)]
+pub struct LoadedKernel {
+    pub format: KernelFormat,
+    pub entry: u64,
+    /// End of what the kernel occupies while it starts (for a bzImage, its load address
+    /// plus init_size: room to decompress in place).
+    pub end: u64,
+    /// The setup header to copy into the zero page (empty for ELF).
+    pub setup_header: Vec<u8>,
+    /// The highest address the initramfs may end at.
+    pub initrd_limit: u64,
+}
+
+/// Reads a whole file, naming it in every error.
+pub fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BootError> {
+    let err = |error| BootError::ReadFile {
+        what,
+        path: path.to_owned(),
+        error,
+    };
+    let meta = std::fs::metadata(path).map_err(err)?;
+    if !meta.is_file() {
+        return Err(BootError::NotAFile {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    if meta.len() > MAX_FILE {
+        return Err(BootError::FileTooLarge {
+            what,
+            path: path.to_owned(),
+            size: meta.len(),
+            max: MAX_FILE,
+        });
+    }
+    std::fs::read(path).map_err(err)
+}
+
+/// Reads and checks a kernel: a bzImage (by its "HdrS" header) or an ELF vmlinux.
+pub fn open(path: &Path) -> Result<KernelImage, BootError> {
+    let bytes = read_file("kernel", path)?;
+    let checked = if bytes.is_empty() {
+        Err(KernelError::Empty)
+    } else if elf::is_elf(&bytes) {
+        elf::parse(&bytes).map(ImageKind::Elf)
+    } else {
+        bzimage::parse(&bytes).map(ImageKind::BzImage)
+    };
+    let kind = checked.map_err(|error| BootError::Kernel {
+        path: path.to_owned(),
+        error,
+    })?;
+    Ok(KernelImage {
+        path: path.to_owned(),
+        bytes,
+        kind,
+    })
+}
+
+impl KernelImage {
+    pub fn format(&self) -> KernelFormat {
+        match self.kind {
+            ImageKind::BzImage(_) => KernelFormat::BzImage,
+            ImageKind::Elf(_) => KernelFormat::Elf,
+        }
+    }
+
+    /// Bytes of RAM above 1 MiB the kernel needs before it can run at all.
+    pub fn min_high_ram(&self) -> u64 {
+        match &self.kind {
+            ImageKind::BzImage(info) => u64::from(info.init_size),
+            ImageKind::Elf(info) => info.load_end.saturating_sub(HIMEM_START),
+        }
+    }
+
+    pub fn cmdline_max(&self) -> usize {
+        match &self.kind {
+            ImageKind::BzImage(info) => info.cmdline_size as usize,
+            ImageKind::Elf(_) => ELF_CMDLINE_MAX,
+        }
+    }
+
+    /// Loads the kernel into `ram`.
+    pub fn load(&self, ram: &GuestRam) -> Result<LoadedKernel, BootError> {
+        let mem = ram.guest_memory();
+        let mut file = Cursor::new(self.bytes.as_slice());
+        let himem = Some(GuestAddress(HIMEM_START));
+        match &self.kind {
+            ImageKind::BzImage(info) => {
+                let r = BzImage::load(mem, himem, &mut file, himem).map_err(BootError::Load)?;
+                let load = r.kernel_load.0;
+                Ok(LoadedKernel {
+                    format: KernelFormat::BzImage,
+                    entry: load + ENTRY_64_OFFSET,
+                    end: r.kernel_end.max(load + u64::from(info.init_size)),
+                    setup_header: info.header.clone(),
+                    initrd_limit: u64::from(info.initrd_addr_max) + 1,
+                })
+            }
+            ImageKind::Elf(info) => {
+                let r = Elf::load(mem, None, &mut file, himem).map_err(BootError::Load)?;
+                Ok(LoadedKernel {
+                    format: KernelFormat::Elf,
+                    entry: r.kernel_load.0,
+                    end: info.load_end,
+                    setup_header: Vec::new(),
+                    // Without a header, stay below 2 GiB as the protocol's default.
+                    initrd_limit: 0x8000_0000,
+                })
+            }
+        }
+    }
+}
+
+/// Checks the command line against the kernel's limit; returns it NUL-terminated.
+pub fn cmdline_bytes(cmdline: &str, max: usize) -> Result<Vec<u8>, BootError> {
+    if cmdline.contains('\0') {
+        return Err(BootError::CmdlineNul);
+    }
+    let max = max.min(CMDLINE_MAX as usize - 1);
+    if cmdline.len() > max {
+        return Err(BootError::CmdlineTooLong {
+            len: cmdline.len(),
+            max,
+        });
+    }
+    let mut b = cmdline.as_bytes().to_vec();
+    b.push(0);
+    Ok(b)
+}
+
+/// Places an initramfs of `size` bytes as high as possible below `limit` and the end
+/// of the first RAM range, page aligned, above the kernel. Returns its address.
+pub fn place_initrd(
+    size: u64,
+    kernel_end: u64,
+    low_ram_end: u64,
+    limit: u64,
+) -> Result<u64, BootError> {
+    let top = low_ram_end.min(limit);
+    let addr = top.checked_sub(size).map(|a| a & !0xfff);
+    match addr {
+        Some(a) if a >= kernel_end.next_multiple_of(0x1000) => Ok(a),
+        _ => Err(BootError::InitrdTooLarge {
+            size,
+            room: top.saturating_sub(kernel_end),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initrd_goes_high_and_page_aligned_or_is_refused() {
+        let a = place_initrd(0x1234, 0x400_0000, 0x4000_0000, 0x8000_0000).unwrap();
+        assert_eq!(a, 0x3fff_e000);
+        assert!(a + 0x1234 <= 0x4000_0000);
+        let limited = place_initrd(0x1000, 0x400_0000, 0xc000_0000, 0x8000_0000).unwrap();
+        assert_eq!(limited, 0x7fff_f000);
+        let e = place_initrd(0x3000_1000, 0x1000_0000, 0x4000_0000, u64::MAX).unwrap_err();
+        assert!(e.to_string().contains("does not fit"), "{e}");
+    }
+
+    #[test]
+    fn command_lines_are_checked_against_the_kernel_limit() {
+        assert_eq!(
+            cmdline_bytes("console=ttyS0", 2047).unwrap().last(),
+            Some(&0)
+        );
+        let long = "x".repeat(3000);
+        let e = cmdline_bytes(&long, 2047).unwrap_err().to_string();
+        assert!(e.contains("3000") && e.contains("2047"), "{e}");
+        assert!(cmdline_bytes("a\0b", 2047).is_err());
+    }
+
+    #[test]
+    fn files_that_are_not_kernels_are_named_in_the_error() {
+        let dir = std::env::temp_dir().join(format!("granule-kernel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        let e = open(&empty).err().unwrap().to_string();
+        assert!(
+            e.contains("empty") && e.contains(&*empty.to_string_lossy()),
+            "{e}"
+        );
+        let text = dir.join("text");
+        std::fs::write(&text, b"hello").unwrap();
+        assert!(open(&text)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("not a Linux kernel"));
+        let e = open(&dir.join("missing")).err().unwrap().to_string();
+        assert!(e.contains("missing"), "{e}");
+        assert!(open(&dir)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("not a regular file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

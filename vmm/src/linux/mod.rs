@@ -1,0 +1,106 @@
+//! Booting a Linux kernel (`granule run --kernel`): x86_64 only. The kernel and
+//! initramfs are read and checked before anything is mapped; then the VM gets RAM laid
+//! out as for every granule guest (huge-page aligned, a hole at 3-4 GiB), the in-kernel
+//! irqchip and PIT, ACPI tables, a COM1 console and the platform devices, and the
+//! vCPUs run until the guest powers off, reboots, panics or crashes.
+
+mod console;
+mod cpuid;
+pub mod kernel;
+mod run;
+mod setup;
+pub mod summary;
+mod vcpu;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use granule_arch::x86_64::boot::e820::E820Error;
+use granule_arch::x86_64::boot::KernelError;
+
+use crate::memory::{MemoryError, ZoneConfig};
+use crate::vm::VmError;
+pub use run::boot;
+pub use summary::{BootSummary, End};
+
+/// The command line a kernel gets when `--cmdline` is not given: the console on COM1,
+/// and reboot at once on panic (granule reports the panic and exits non-zero).
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
+
+#[derive(Debug, Clone)]
+pub struct LinuxConfig {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub vcpus: usize,
+    pub zones: Vec<ZoneConfig>,
+    pub timeout: Option<Duration>,
+    /// When granule started, for the boot timer.
+    pub process_start: Instant,
+}
+
+#[derive(Debug, Error)]
+pub enum BootError {
+    #[error("cannot read the {what} {path}: {error}")]
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("the {what} {path} is not a regular file")]
+    NotAFile { what: &'static str, path: PathBuf },
+    #[error("the {what} {path} is {size} bytes, more than the {max} granule accepts")]
+    FileTooLarge {
+        what: &'static str,
+        path: PathBuf,
+        size: u64,
+        max: u64,
+    },
+    #[error("kernel {path}: {error}")]
+    Kernel { path: PathBuf, error: KernelError },
+    #[error("the initramfs {0} is empty")]
+    EmptyInitrd(PathBuf),
+    #[error("cannot load the kernel into guest memory: {0}")]
+    Load(linux_loader::loader::Error),
+    #[error(transparent)]
+    Layout(#[from] E820Error),
+    #[error("the kernel command line contains a NUL byte")]
+    CmdlineNul,
+    #[error("the kernel command line is {len} bytes; this kernel accepts at most {max}")]
+    CmdlineTooLong { len: usize, max: usize },
+    #[error("the initramfs ({size} bytes) does not fit: {room} bytes between the kernel and the top of low RAM; give the guest more memory")]
+    InitrdTooLarge { size: u64, room: u64 },
+    #[error("{0} vCPUs requested, but this host's KVM allows at most {1} per VM")]
+    TooManyVcpus(usize, usize),
+    #[error("{0} vCPUs requested; a Linux guest supports at most 254 (8-bit xAPIC IDs)")]
+    TooManyApicIds(usize),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error("{what} failed: {error}")]
+    Kvm {
+        what: &'static str,
+        error: kvm_ioctls::Error,
+    },
+    #[error("cannot set up vCPU {index}: {what} failed: {error}")]
+    VcpuSetup {
+        index: usize,
+        what: &'static str,
+        error: kvm_ioctls::Error,
+    },
+    #[error("cannot build the MSR list ({0} entries)")]
+    MsrCount(usize),
+    #[error("KVM refused MSR {msr:#x} on vCPU {index}")]
+    MsrRefused { index: usize, msr: u32 },
+    #[error(transparent)]
+    Bus(#[from] granule_devices::BusError),
+    #[error("cannot create an eventfd: {0}")]
+    EventFd(std::io::Error),
+    #[error("the console event loop failed: {0}")]
+    EventLoop(String),
+    #[error(transparent)]
+    Paging(#[from] granule_arch::x86_64::paging::PagingError),
+}

@@ -1,0 +1,185 @@
+//! Building a Linux guest's VM, up to vCPUs ready to run.
+
+use std::io::Write;
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
+
+use granule_arch::x86_64::boot::layout::SLEEP_TYPE_S5;
+use granule_arch::x86_64::boot::layout::{
+    ports, ACPI_ADDR, CMDLINE_ADDR, COM1_IRQ, ZERO_PAGE_ADDR,
+};
+use granule_arch::x86_64::boot::{acpi, e820, tables, zero_page};
+use granule_arch::x86_64::layout::{COM1_PORT, MMIO_HOLE_END, MMIO_HOLE_START};
+use granule_devices::boot_timer::BootTimer;
+use granule_devices::power::{acpi_power_len, AcpiPower, I8042Reset, I8042_LEN};
+use granule_devices::serial::{EventFdTrigger, InputDrained, SERIAL_PORT_LEN};
+use granule_devices::{PlatformEvent, SerialPort};
+use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::VcpuFd;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::console::{ConsoleOut, ConsoleSerial, PanicSlot};
+use super::kernel::{self, KernelFormat};
+use super::{vcpu, BootError, LinuxConfig};
+use crate::kvm::KvmHandle;
+use crate::memory::GuestRam;
+use crate::vm::Vm;
+
+/// Offset of the ACPI reset register from the sleep control register.
+const RESET_OFFSET: u64 = (ports::ACPI_RESET - ports::ACPI_SLEEP_CONTROL) as u64;
+
+/// A Linux guest ready to start.
+pub struct Prepared {
+    pub vm: Vm,
+    pub vcpus: Vec<VcpuFd>,
+    pub serial: Arc<ConsoleSerial>,
+    /// Signalled when the guest drained the UART's input FIFO.
+    pub drained: EventFd,
+    pub events: Receiver<PlatformEvent>,
+    pub panic: PanicSlot,
+    pub format: KernelFormat,
+    pub guest_page_size: u64,
+}
+
+fn kvm_step<T>(what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, BootError> {
+    r.map_err(|error| BootError::Kvm { what, error })
+}
+
+/// Checks the files, maps RAM, creates the VM and its devices, loads the kernel and
+/// configures every vCPU. Console output goes to `out`.
+pub fn prepare(
+    kvm: &KvmHandle,
+    cfg: &LinuxConfig,
+    out: Box<dyn Write + Send>,
+) -> Result<Prepared, BootError> {
+    if cfg.vcpus > kvm.max_vcpus() {
+        return Err(BootError::TooManyVcpus(cfg.vcpus, kvm.max_vcpus()));
+    }
+    let apic_ids = u8::try_from(cfg.vcpus)
+        .ok()
+        .filter(|n| *n < 255)
+        .ok_or(BootError::TooManyApicIds(cfg.vcpus))?;
+    // Every file check comes before any memory is mapped.
+    let image = kernel::open(&cfg.kernel)?;
+    let initrd = match &cfg.initrd {
+        Some(p) => {
+            let b = kernel::read_file("initramfs", p)?;
+            if b.is_empty() {
+                return Err(BootError::EmptyInitrd(p.clone()));
+            }
+            Some(b)
+        }
+        None => None,
+    };
+    let cmdline = kernel::cmdline_bytes(&cfg.cmdline, image.cmdline_max())?;
+
+    let ram = GuestRam::new(
+        &cfg.zones,
+        &[(MMIO_HOLE_START, MMIO_HOLE_END)],
+        crate::probe::host_memory(),
+    )?;
+    let ranges = ram.ranges();
+    let e820 = e820::build(&ranges, image.min_high_ram())?;
+    let mut vm = Vm::new(kvm, ram)?;
+    kvm_step("KVM_CREATE_IRQCHIP", vm.fd.create_irq_chip())?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    kvm_step("KVM_CREATE_PIT2", vm.fd.create_pit2(pit))?;
+
+    let loaded = image.load(&vm.ram)?;
+    let initrd_at = match &initrd {
+        Some(b) => {
+            let at = kernel::place_initrd(
+                b.len() as u64,
+                loaded.end,
+                ranges[0].end(),
+                loaded.initrd_limit.min(MMIO_HOLE_START),
+            )?;
+            vm.ram.write(at, b)?;
+            (at as u32, b.len() as u32)
+        }
+        None => (0, 0),
+    };
+    vm.ram.write(CMDLINE_ADDR, &cmdline)?;
+    let acpi = acpi::build(ACPI_ADDR, apic_ids);
+    vm.ram.write(acpi.base, &acpi.bytes)?;
+    let zp = zero_page::build(&zero_page::BootFacts {
+        setup_header: loaded.setup_header.clone(),
+        cmdline_addr: CMDLINE_ADDR as u32,
+        initrd: initrd_at,
+        rsdp_addr: ACPI_ADDR,
+        e820,
+    });
+    vm.ram.write(ZERO_PAGE_ADDR, &zp)?;
+    let (gdt_at, gdt, _) = tables::gdt_bytes();
+    vm.ram.write(gdt_at, &gdt)?;
+    let pt = tables::page_tables()?;
+    vm.ram.write(pt.base, &pt.bytes)?;
+
+    // Devices.
+    let (tx, events) = channel();
+    let panic = PanicSlot::default();
+    let irq = EventFd::new(EFD_NONBLOCK).map_err(BootError::EventFd)?;
+    kvm_step("KVM_IRQFD (COM1)", vm.fd.register_irqfd(&irq, COM1_IRQ))?;
+    let drained = EventFd::new(EFD_NONBLOCK).map_err(BootError::EventFd)?;
+    let drained_dev = drained.try_clone().map_err(BootError::EventFd)?;
+    let serial = Arc::new(SerialPort::with_interrupt(
+        EventFdTrigger(irq),
+        InputDrained(drained_dev),
+        ConsoleOut::new(out, panic.clone()),
+    ));
+    vm.pio
+        .insert(u64::from(COM1_PORT), SERIAL_PORT_LEN, serial.clone())?;
+    vm.pio.insert(
+        u64::from(ports::ACPI_SLEEP_CONTROL),
+        acpi_power_len(RESET_OFFSET),
+        Arc::new(AcpiPower::new(
+            tx.clone(),
+            SLEEP_TYPE_S5,
+            RESET_OFFSET,
+            ports::ACPI_RESET_VALUE,
+        )),
+    )?;
+    vm.pio.insert(
+        u64::from(ports::I8042_DATA),
+        I8042_LEN,
+        Arc::new(I8042Reset::new(tx.clone())),
+    )?;
+    vm.pio.insert(
+        u64::from(ports::BOOT_TIMER),
+        1,
+        Arc::new(BootTimer::new(ports::BOOT_TIMER_MAGIC, tx)),
+    )?;
+
+    // vCPUs.
+    let supported = kvm_step(
+        "KVM_GET_SUPPORTED_CPUID",
+        kvm.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES),
+    )?;
+    let msrs = kvm_step("KVM_GET_MSR_INDEX_LIST", kvm.kvm.get_msr_index_list())?;
+    let mut vcpus = Vec::with_capacity(cfg.vcpus);
+    for index in 0..cfg.vcpus {
+        let fd = vm.create_vcpu(index)?;
+        vcpu::configure(
+            &fd,
+            &supported,
+            msrs.as_slice(),
+            index,
+            cfg.vcpus,
+            loaded.entry,
+        )?;
+        vcpus.push(fd);
+    }
+    Ok(Prepared {
+        vm,
+        vcpus,
+        serial,
+        drained,
+        events,
+        panic,
+        format: loaded.format,
+        guest_page_size: crate::vcpu::setup_x86_64::guest_page_size(&supported),
+    })
+}

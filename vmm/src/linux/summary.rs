@@ -1,0 +1,169 @@
+//! How a Linux guest run ended, what the boot timer measured, and how much of guest RAM
+//! got huge stage-2 mappings: a JSON document and a short human summary.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::kernel::KernelFormat;
+use crate::report::Stage2Report;
+use crate::vcpu::VcpuOutcome;
+
+/// How the guest ended. The exit code follows granule's convention (README).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum End {
+    /// ACPI power off (`poweroff`).
+    PowerOff,
+    /// The guest asked for a reset; granule ends the VM instead of restarting it.
+    Reboot { via: String },
+    /// The kernel panicked; the reason is its panic line.
+    Panic { reason: String },
+    /// A vCPU crashed (triple fault without a panic, KVM error, unhandled exit).
+    Crashed { vcpu: usize, outcome: VcpuOutcome },
+    /// `--timeout` passed.
+    TimedOut,
+    /// SIGINT or SIGTERM.
+    Interrupted,
+}
+
+impl End {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::PowerOff | Self::Reboot { .. } => 0,
+            Self::Panic { .. } | Self::Crashed { .. } => 3,
+            Self::TimedOut => 5,
+            Self::Interrupted => 130,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Self::PowerOff => "the guest powered off".into(),
+            Self::Reboot { via } => {
+                format!("the guest asked to reboot ({via}); granule ends the VM rather than restarting it")
+            }
+            Self::Panic { reason } => format!("the guest kernel panicked: {reason}"),
+            Self::Crashed { vcpu, outcome } => format!("vCPU {vcpu} crashed: {outcome}"),
+            Self::TimedOut => "the timeout passed; the guest was stopped".into(),
+            Self::Interrupted => "interrupted; the guest was stopped".into(),
+        }
+    }
+}
+
+/// Milliseconds from granule's start.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BootTimes {
+    /// The vCPUs started (VM, memory, kernel load and devices done).
+    pub vcpus_started_ms: f64,
+    /// The guest's init wrote the boot timer port; None if it never did.
+    pub userspace_ms: Option<f64>,
+}
+
+/// Guest RAM by the stage-2 leaf size KVM mapped it with.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LeafShare {
+    /// Bytes mapped with each leaf size (bytes of leaf -> mapped bytes).
+    pub mapped_bytes: BTreeMap<u64, u64>,
+    /// Share of the mapped bytes that are in 2 MiB or larger leaves, 0..1.
+    pub huge_share: f64,
+}
+
+impl LeafShare {
+    pub fn from_counts(counts: &BTreeMap<u64, u64>) -> Self {
+        let mapped_bytes: BTreeMap<u64, u64> =
+            counts.iter().map(|(leaf, n)| (*leaf, leaf * n)).collect();
+        let total: u64 = mapped_bytes.values().sum();
+        let huge: u64 = mapped_bytes
+            .iter()
+            .filter(|(leaf, _)| **leaf >= 2 << 20)
+            .map(|(_, b)| b)
+            .sum();
+        Self {
+            mapped_bytes,
+            huge_share: if total == 0 {
+                0.0
+            } else {
+                huge as f64 / total as f64
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BootSummary {
+    pub kernel: PathBuf,
+    pub format: KernelFormat,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub vcpus: usize,
+    pub memory_bytes: u64,
+    pub end: End,
+    pub exit_code: u8,
+    pub boot: BootTimes,
+    /// KVM's leaves when the guest ended (None where KVM reports no counts).
+    pub stage2_share: Option<LeafShare>,
+    pub stage2: Stage2Report,
+}
+
+/// The lines granule prints on stderr after the run.
+pub fn render(s: &BootSummary) -> String {
+    let mut out = format!("granule: {}\n", s.end.describe());
+    match s.boot.userspace_ms {
+        Some(ms) => out.push_str(&format!(
+            "granule: boot time: guest userspace {ms:.1} ms after granule started (vCPUs started at {:.1} ms)\n",
+            s.boot.vcpus_started_ms
+        )),
+        None => out.push_str("granule: boot time: the guest never wrote the boot timer port\n"),
+    }
+    if let Some(share) = s
+        .stage2_share
+        .as_ref()
+        .filter(|s| s.huge_share > 0.0 || s.mapped_bytes.values().any(|b| *b > 0))
+    {
+        let parts: Vec<String> = share
+            .mapped_bytes
+            .iter()
+            .filter(|(_, b)| **b > 0)
+            .map(|(leaf, b)| {
+                format!(
+                    "{} in {} leaves",
+                    crate::units::format_size(*b),
+                    crate::units::format_size(*leaf)
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "granule: stage 2 after boot: {} ({:.0}% of mapped guest RAM in huge leaves)\n",
+            parts.join(", "),
+            share.huge_share * 100.0
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_convention() {
+        assert_eq!(End::PowerOff.exit_code(), 0);
+        assert_eq!(End::Reboot { via: "x".into() }.exit_code(), 0);
+        let p = End::Panic {
+            reason: "Kernel panic - not syncing: oops".into(),
+        };
+        assert_eq!(p.exit_code(), 3);
+        assert!(p.describe().contains("not syncing: oops"));
+        assert_eq!(End::TimedOut.exit_code(), 5);
+    }
+
+    #[test]
+    fn leaf_share_counts_bytes_not_leaves() {
+        let s = LeafShare::from_counts(&BTreeMap::from([(4096, 512), (2 << 20, 3)]));
+        assert_eq!(s.mapped_bytes[&4096], 2 << 20);
+        assert!((s.huge_share - 0.75).abs() < 1e-9);
+        assert_eq!(LeafShare::from_counts(&BTreeMap::new()).huge_share, 0.0);
+    }
+}
