@@ -94,14 +94,8 @@ fn run_program(args: &RunArgs) -> Result<ExitCode> {
     let summary = programs::run(&kvm, &cfg, std::io::stdout()).context("running the guest")?;
     eprint!("{}", render_summary(&summary));
     eprint!("{}", granule_vmm::report::render(&summary.stage2));
-    if let Some(path) = &args.report {
-        let text = serde_json::to_string_pretty(&summary.stage2)?;
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&summary)?;
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_json(args.report.as_deref(), &summary.stage2)?;
+    write_json(args.json.as_deref(), &summary)?;
     Ok(ExitCode::from(match summary.verdict {
         Verdict::Ok => 0,
         Verdict::Crashed => 3,
@@ -132,20 +126,23 @@ fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<ExitCo
         eprint!("{}", granule_vmm::report::render(&summary.stage2));
     }
     eprint!("{}", linux::summary::render(&summary));
-    if let Some(path) = &args.report {
-        let text = serde_json::to_string_pretty(&summary.stage2)?;
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&summary)?;
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_json(args.report.as_deref(), &summary.stage2)?;
+    write_json(args.json.as_deref(), &summary)?;
     Ok(ExitCode::from(summary.exit_code))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 fn run_linux(_args: &RunArgs, _process_start: std::time::Instant) -> Result<ExitCode> {
     anyhow::bail!("booting a Linux kernel is supported on x86_64 hosts only so far")
+}
+
+/// Writes `value` as pretty JSON to `path`, when a path was given.
+fn write_json(path: Option<&std::path::Path>, value: &impl serde::Serialize) -> Result<()> {
+    if let Some(path) = path {
+        let text = serde_json::to_string_pretty(value)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn render_summary(s: &RunSummary) -> String {

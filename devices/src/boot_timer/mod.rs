@@ -35,20 +35,18 @@ impl BusDevice for BootTimer {
             return;
         }
         if let Some(sink) = self.sink.lock().ok().and_then(|mut s| s.take()) {
-            let _ = sink.send(PlatformEvent::UserspaceReached(now));
+            sink.send(PlatformEvent::UserspaceReached(now));
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc::channel;
-
     use super::*;
 
     #[test]
     fn the_first_magic_write_is_reported_once() {
-        let (tx, rx) = channel();
+        let (tx, rx) = EventSink::channel();
         let t = BootTimer::new(123, tx);
         t.write(0, &[1]);
         assert!(rx.try_recv().is_err());

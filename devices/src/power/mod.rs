@@ -2,8 +2,6 @@
 //! reset registers granule's FADT points at, and the i8042's reset command for kernels
 //! booted with `reboot=k` or without ACPI.
 
-use std::sync::Mutex;
-
 use crate::bus::BusDevice;
 use crate::platform_event::{EventSink, PlatformEvent, ResetSource};
 
@@ -15,7 +13,7 @@ const WAK_STS: u8 = 1 << 7;
 /// The ACPI sleep control, sleep status and reset registers, as one device at the
 /// sleep control port. Offsets: 0 control, 1 status, `reset_offset` reset.
 pub struct AcpiPower {
-    sink: Mutex<EventSink>,
+    sink: EventSink,
     s5_type: u8,
     reset_offset: u64,
     reset_value: u8,
@@ -30,7 +28,7 @@ impl AcpiPower {
     /// `s5_type` is the SLP_TYP the DSDT's \_S5 gives; `reset_value` the FADT's.
     pub fn new(sink: EventSink, s5_type: u8, reset_offset: u64, reset_value: u8) -> Self {
         Self {
-            sink: Mutex::new(sink),
+            sink,
             s5_type,
             reset_offset,
             reset_value,
@@ -38,9 +36,7 @@ impl AcpiPower {
     }
 
     fn send(&self, e: PlatformEvent) {
-        if let Ok(s) = self.sink.lock() {
-            let _ = s.send(e);
-        }
+        self.sink.send(e);
     }
 }
 
@@ -70,7 +66,7 @@ impl BusDevice for AcpiPower {
 /// The i8042 just far enough for its reset command: the status register reads empty
 /// (so the kernel's wait loop ends at once), command 0xfe resets.
 pub struct I8042Reset {
-    sink: Mutex<EventSink>,
+    sink: EventSink,
 }
 
 const I8042_CMD_RESET: u8 = 0xfe;
@@ -80,9 +76,7 @@ pub const I8042_LEN: u64 = 5;
 
 impl I8042Reset {
     pub fn new(sink: EventSink) -> Self {
-        Self {
-            sink: Mutex::new(sink),
-        }
+        Self { sink }
     }
 }
 
@@ -93,22 +87,18 @@ impl BusDevice for I8042Reset {
 
     fn write(&self, offset: u64, data: &[u8]) {
         if offset == I8042_COMMAND_OFFSET && data.first() == Some(&I8042_CMD_RESET) {
-            if let Ok(s) = self.sink.lock() {
-                let _ = s.send(PlatformEvent::Reset(ResetSource::I8042));
-            }
+            self.sink.send(PlatformEvent::Reset(ResetSource::I8042));
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc::channel;
-
     use super::*;
 
     #[test]
     fn s5_with_slp_en_powers_off_and_other_sleep_writes_do_not() {
-        let (tx, rx) = channel();
+        let (tx, rx) = EventSink::channel();
         let dev = AcpiPower::new(tx, 5, 4, 1);
         dev.write(0, &[5 << 2]); // no SLP_EN
         dev.write(0, &[(3 << 2) | SLP_EN]); // S3
@@ -122,7 +112,7 @@ mod tests {
 
     #[test]
     fn reset_register_and_i8042_reset() {
-        let (tx, rx) = channel();
+        let (tx, rx) = EventSink::channel();
         let dev = AcpiPower::new(tx.clone(), 5, 4, 1);
         dev.write(4, &[2]);
         assert!(rx.try_recv().is_err(), "wrong reset value");

@@ -173,7 +173,7 @@ fn boot_case(run: &granule_bed::BedRun, name: &str) -> BootCase {
         .markers("CASE")
         .iter()
         .find_map(|m| m.strip_prefix(&format!("{name} rc=")).map(str::to_owned))
-        .and_then(|v| v.parse().ok())
+        .and_then(|v| v.split_whitespace().next().and_then(|rc| rc.parse().ok()))
         .unwrap_or_else(|| panic!("no result for case {name}\n{}", run.tail()));
     let section = |s: &str| {
         run.section(&format!("{name}.{s}"))
@@ -206,7 +206,9 @@ fn guest_facts(out: &str) -> (u64, u64) {
 
 /// `granule run --kernel` boots the bed's Debian 6.12 kernel on real nested SVM+NPT:
 /// bzImage and ELF, 1 and 2 vCPUs, the console both ways, poweroff, panic, the boot
-/// timer and the stage-2 share with hugetlb backing.
+/// timer and the stage-2 share with hugetlb backing. A case whose run timed out is
+/// retried by the scenario (at most 5 attempts; see resources/bed/scenarios/boot for
+/// the bed's measured nested-virtualization hang); retries are printed here.
 #[test]
 fn x86_linux_boots_under_granule() {
     let Some(m) = bed_available("bed_x86_linux_boots_under_granule", Arch::X86_64.qemu()) else {
@@ -220,12 +222,15 @@ fn x86_linux_boots_under_granule() {
         .run(&m)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(run.rc, 0, "{}", run.tail());
-    let mib512 = 512u64 << 20;
+    for retry in run.markers("RETRY") {
+        eprintln!("bed retry: {retry}");
+    }
+    let ram = 256u64 << 20;
 
     // bzImage, 1 vCPU, poweroff: exit 0, the guest sees 1 CPU and the RAM asked for.
     let c = boot_case(&run, "bz-1cpu");
     assert_eq!(c.rc, 0, "poweroff exits 0\n{}\n{}", c.out, c.err);
-    assert_eq!(guest_facts(&c.out), (1, guest_visible_ram(mib512)));
+    assert_eq!(guest_facts(&c.out), (1, guest_visible_ram(ram)));
     assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json);
     assert_eq!(c.json["format"], "bz_image");
     let userspace = c.json["boot"]["userspace_ms"].as_f64().unwrap_or(0.0);
@@ -241,7 +246,7 @@ fn x86_linux_boots_under_granule() {
     // bzImage, 2 vCPUs: a line on granule's stdin runs in the guest's shell.
     let c = boot_case(&run, "bz-2cpu-stdin");
     assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
-    assert_eq!(guest_facts(&c.out), (2, guest_visible_ram(mib512)));
+    assert_eq!(guest_facts(&c.out), (2, guest_visible_ram(ram)));
     assert!(
         c.out.contains("STDIN-REACHED-42"),
         "the shell did not run the line from stdin:\n{}",
@@ -263,6 +268,13 @@ fn x86_linux_boots_under_granule() {
         "{share}"
     );
     assert_eq!(c.json["stage2"]["verdict"], "match", "{}", c.json["stage2"]);
+
+    // A reboot (Linux's default: the ACPI reset register) ends the VM with exit 0.
+    let c = boot_case(&run, "reboot");
+    assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
+    assert_eq!(c.json["end"]["kind"], "reboot", "{}", c.json);
+    assert_eq!(c.json["end"]["via"], "ACPI reset register");
+    assert!(c.err.contains("asked to reboot"), "{}", c.err);
 
     // A kernel panic: non-zero exit, the panic line as the reason.
     let c = boot_case(&run, "panic");

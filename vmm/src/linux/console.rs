@@ -31,14 +31,17 @@ pub struct ConsoleOut {
     out: Box<dyn Write + Send>,
     line: Vec<u8>,
     panic: PanicSlot,
+    /// Signalled when a panic line is seen.
+    wake: Option<Arc<EventFd>>,
 }
 
 impl ConsoleOut {
-    pub fn new(out: Box<dyn Write + Send>, panic: PanicSlot) -> Self {
+    pub fn new(out: Box<dyn Write + Send>, panic: PanicSlot, wake: Option<Arc<EventFd>>) -> Self {
         Self {
             out,
             line: Vec::new(),
             panic,
+            wake,
         }
     }
 
@@ -49,6 +52,9 @@ impl ConsoleOut {
                 if slot.is_none() {
                     let reason = text[at..].trim_end().to_string();
                     *slot = Some((reason, Instant::now()));
+                    if let Some(w) = &self.wake {
+                        let _ = w.write(1);
+                    }
                 }
             }
         }
@@ -188,6 +194,21 @@ impl MutEventSubscriber for StdinPump {
     }
 }
 
+/// Clears the wake-up eventfd; the main loop then looks at what happened.
+pub struct WakeListener(pub Arc<EventFd>);
+
+impl MutEventSubscriber for WakeListener {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(self.0.as_ref(), EventSet::IN)) {
+            tracing::warn!("event loop: {e:?}");
+        }
+    }
+
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.0.read();
+    }
+}
+
 /// Puts a terminal on stdin into non-canonical, no-echo mode; restores it on drop.
 /// Signals stay on, so Ctrl-C still stops granule (which then powers the VM down).
 pub struct TerminalMode {
@@ -245,7 +266,7 @@ mod tests {
                 Ok(())
             }
         }
-        let mut out = ConsoleOut::new(Box::new(Shared(sink.clone())), slot.clone());
+        let mut out = ConsoleOut::new(Box::new(Shared(sink.clone())), slot.clone(), None);
         out.write_all(b"[    1.0] booting\r\n").unwrap();
         assert!(slot.lock().unwrap().is_none());
         let text = b"[    2.5] Kernel panic - not syncing: sysrq triggered crash\r\n";
@@ -260,7 +281,7 @@ mod tests {
     #[test]
     fn overlong_lines_are_cut_not_stored() {
         let slot = PanicSlot::default();
-        let mut out = ConsoleOut::new(Box::new(io::sink()), slot);
+        let mut out = ConsoleOut::new(Box::new(io::sink()), slot, None);
         out.write_all(&vec![b'x'; 100_000]).unwrap();
         assert_eq!(out.line.len(), MAX_LINE);
     }

@@ -2,14 +2,15 @@
 //! which pumps console input and watches for power events, panics, crashed vCPUs, the
 //! timeout and Ctrl-C.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use granule_devices::{PlatformEvent, ResetSource};
 use vmm_sys_util::signal::register_signal_handler;
 
-use super::console::{StdinPump, TerminalMode};
+use super::console::{StdinPump, TerminalMode, WakeListener};
 use super::setup::{prepare, Prepared};
 use super::summary::{BootSummary, BootTimes, End, LeafShare};
 use super::{BootError, LinuxConfig};
@@ -17,16 +18,27 @@ use crate::kvm::KvmHandle;
 use crate::vcpu::{VcpuEvent, VcpuOutcome};
 use crate::vm::RunningVm;
 
-/// How long the main loop waits for input before checking everything else.
-const POLL_MS: i32 = 10;
+/// The longest the main loop sleeps without an event (a safety net: every event that
+/// ends a run also wakes it).
+const MAX_WAIT: Duration = Duration::from_secs(1);
 /// How long a panicking kernel may keep printing (its backtrace) before granule ends
 /// the VM; a kernel with `panic=N` resets sooner and ends it that way.
 const PANIC_GRACE: Duration = Duration::from_secs(2);
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The main loop's wake-up eventfd, for the signal handler (-1: none).
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_interrupt(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
     INTERRUPTED.store(true, Ordering::SeqCst);
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let one = 1u64;
+        // SAFETY: write(2) is async-signal-safe; `one` lives for the call and is the
+        // 8 bytes an eventfd expects. The fd stays open while WAKE_FD holds it (it is
+        // reset before the eventfd is dropped).
+        unsafe { libc::write(fd, std::ptr::addr_of!(one).cast(), 8) };
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -41,6 +53,7 @@ pub fn boot(kvm: &KvmHandle, cfg: &LinuxConfig) -> Result<BootSummary, BootError
         serial,
         drained,
         events,
+        wake,
         panic,
         format,
         guest_page_size,
@@ -54,6 +67,8 @@ pub fn boot(kvm: &KvmHandle, cfg: &LinuxConfig) -> Result<BootSummary, BootError
         .map_err(|e| BootError::EventLoop(format!("{e:?}")))?;
     let pump = StdinPump::new(drained, serial).map_err(BootError::EventFd)?;
     manager.add_subscriber(Box::new(pump));
+    WAKE_FD.store(wake.as_raw_fd(), Ordering::SeqCst);
+    manager.add_subscriber(Box::new(WakeListener(wake)));
     let _terminal = TerminalMode::raw_if_tty();
 
     let vcpus_started = cfg.process_start.elapsed();
@@ -62,7 +77,22 @@ pub fn boot(kvm: &KvmHandle, cfg: &LinuxConfig) -> Result<BootSummary, BootError
     let mut userspace = None;
     let mut end = None;
     while end.is_none() {
-        match manager.run_with_timeout(POLL_MS) {
+        let panic_at = panic
+            .lock()
+            .ok()
+            .and_then(|p| p.as_ref().map(|(_, at)| *at));
+        let wait = [
+            Some(MAX_WAIT),
+            deadline.map(|d| d.saturating_duration_since(Instant::now())),
+            panic_at.map(|at| (at + PANIC_GRACE).saturating_duration_since(Instant::now())),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(MAX_WAIT);
+        // Round up so a deadline is reached, not spun on in zero-length waits.
+        let wait_ms = i32::try_from(wait.as_millis() + 1).unwrap_or(i32::MAX);
+        match manager.run_with_timeout(wait_ms) {
             Ok(_) => {}
             Err(event_manager::Error::Epoll(e)) if e.errno() == libc::EINTR => {}
             Err(e) => return Err(BootError::EventLoop(format!("{e:?}"))),
@@ -110,6 +140,7 @@ pub fn boot(kvm: &KvmHandle, cfg: &LinuxConfig) -> Result<BootSummary, BootError
                     .then_some(End::Interrupted)
             });
     }
+    WAKE_FD.store(-1, Ordering::SeqCst);
     let end = end.unwrap_or(End::Interrupted);
     // Outcomes after a stop are all "stopped" or already recorded; the end says why.
     running.stop()?;

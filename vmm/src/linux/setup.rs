@@ -13,7 +13,7 @@ use granule_arch::x86_64::layout::{COM1_PORT, MMIO_HOLE_END, MMIO_HOLE_START};
 use granule_devices::boot_timer::BootTimer;
 use granule_devices::power::{acpi_power_len, AcpiPower, I8042Reset, I8042_LEN};
 use granule_devices::serial::{EventFdTrigger, InputDrained, SERIAL_PORT_LEN};
-use granule_devices::{PlatformEvent, SerialPort};
+use granule_devices::{EventSink, PlatformEvent, SerialPort};
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::VcpuFd;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -36,6 +36,8 @@ pub struct Prepared {
     /// Signalled when the guest drained the UART's input FIFO.
     pub drained: EventFd,
     pub events: Receiver<PlatformEvent>,
+    /// Signalled by platform events, vCPU exits and a panic line.
+    pub wake: Arc<EventFd>,
     pub panic: PanicSlot,
     pub format: KernelFormat,
     pub guest_page_size: u64,
@@ -118,8 +120,12 @@ pub fn prepare(
     let pt = tables::page_tables()?;
     vm.ram.write(pt.base, &pt.bytes)?;
 
-    // Devices.
+    // Devices. Every event that can end the run also signals `wake`, so the main loop
+    // sleeps until something happens instead of polling.
+    let wake = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(BootError::EventFd)?);
+    vm.exit_notifier = Some(wake.clone());
     let (tx, events) = channel();
+    let sink = EventSink::new(tx, Some(wake.clone()));
     let panic = PanicSlot::default();
     let irq = EventFd::new(EFD_NONBLOCK).map_err(BootError::EventFd)?;
     kvm_step("KVM_IRQFD (COM1)", vm.fd.register_irqfd(&irq, COM1_IRQ))?;
@@ -128,7 +134,7 @@ pub fn prepare(
     let serial = Arc::new(SerialPort::with_interrupt(
         EventFdTrigger(irq),
         InputDrained(drained_dev),
-        ConsoleOut::new(out, panic.clone()),
+        ConsoleOut::new(out, panic.clone(), Some(wake.clone())),
     ));
     vm.pio
         .insert(u64::from(COM1_PORT), SERIAL_PORT_LEN, serial.clone())?;
@@ -136,7 +142,7 @@ pub fn prepare(
         u64::from(ports::ACPI_SLEEP_CONTROL),
         acpi_power_len(RESET_OFFSET),
         Arc::new(AcpiPower::new(
-            tx.clone(),
+            sink.clone(),
             SLEEP_TYPE_S5,
             RESET_OFFSET,
             ports::ACPI_RESET_VALUE,
@@ -145,12 +151,12 @@ pub fn prepare(
     vm.pio.insert(
         u64::from(ports::I8042_DATA),
         I8042_LEN,
-        Arc::new(I8042Reset::new(tx.clone())),
+        Arc::new(I8042Reset::new(sink.clone())),
     )?;
     vm.pio.insert(
         u64::from(ports::BOOT_TIMER),
         1,
-        Arc::new(BootTimer::new(ports::BOOT_TIMER_MAGIC, tx)),
+        Arc::new(BootTimer::new(ports::BOOT_TIMER_MAGIC, sink)),
     )?;
 
     // vCPUs.
@@ -178,6 +184,7 @@ pub fn prepare(
         serial,
         drained,
         events,
+        wake,
         panic,
         format: loaded.format,
         guest_page_size: crate::vcpu::setup_x86_64::guest_page_size(&supported),

@@ -80,6 +80,8 @@ pub struct VcpuRunner {
     pub events: Sender<VcpuEvent>,
     /// The built-in programs' report port, when the guest is one of them.
     pub report_port: Option<u16>,
+    /// Signalled after the thread's last event, to wake an event loop.
+    pub exit_notifier: Option<Arc<vmm_sys_util::eventfd::EventFd>>,
 }
 
 impl VcpuRunner {
@@ -99,6 +101,9 @@ impl VcpuRunner {
             vcpu: index,
             outcome,
         });
+        if let Some(n) = &self.exit_notifier {
+            let _ = n.write(1);
+        }
     }
 
     fn run_loop(&mut self) -> VcpuOutcome {

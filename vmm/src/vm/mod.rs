@@ -7,6 +7,7 @@ use std::sync::Arc;
 use granule_devices::Bus;
 use kvm_ioctls::{VcpuFd, VmFd};
 use thiserror::Error;
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::kvm::KvmHandle;
 use crate::memory::{GuestRam, MemoryError};
@@ -44,6 +45,9 @@ pub struct Vm {
     pub ram: GuestRam,
     pub pio: Bus,
     pub mmio: Bus,
+    /// Signalled whenever a vCPU thread ends, so an event loop can wait on it instead
+    /// of polling.
+    pub exit_notifier: Option<Arc<EventFd>>,
 }
 
 impl Vm {
@@ -59,6 +63,7 @@ impl Vm {
             ram,
             pio: Bus::new("pio"),
             mmio: Bus::new("mmio"),
+            exit_notifier: None,
         })
     }
 
@@ -74,7 +79,13 @@ impl Vm {
         running::start(self, vcpus, report_port)
     }
 
-    pub(crate) fn buses(self) -> (VmFd, GuestRam, Arc<Bus>, Arc<Bus>) {
-        (self.fd, self.ram, Arc::new(self.pio), Arc::new(self.mmio))
+    pub(crate) fn buses(self) -> (VmFd, GuestRam, Arc<Bus>, Arc<Bus>, Option<Arc<EventFd>>) {
+        (
+            self.fd,
+            self.ram,
+            Arc::new(self.pio),
+            Arc::new(self.mmio),
+            self.exit_notifier,
+        )
     }
 }

@@ -62,7 +62,7 @@ pub(super) fn start(
     report_port: Option<u16>,
 ) -> Result<RunningVm, VmError> {
     install_kick_handler().map_err(VmError::KickHandler)?;
-    let (fd, ram, pio, mmio) = vm.buses();
+    let (fd, ram, pio, mmio, exit_notifier) = vm.buses();
     let (tx, rx) = mpsc::channel();
     let mut running = RunningVm {
         vcpus: Vec::with_capacity(fds.len()),
@@ -83,6 +83,7 @@ pub(super) fn start(
             control: control.clone(),
             events: tx.clone(),
             report_port,
+            exit_notifier: exit_notifier.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("vcpu{index}"))

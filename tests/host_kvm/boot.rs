@@ -1,0 +1,110 @@
+//! `granule run --kernel` on the host: every way a kernel file or boot option can be
+//! wrong gets a clear error before the guest runs. (This host's KVM cannot run Linux;
+//! real boots are tested in the x86 bed, tests/bed/tests/x86_64.rs.)
+#![cfg(target_arch = "x86_64")]
+
+mod common;
+
+use common::{granule, Scratch};
+
+/// A bzImage-looking file: the real kernel the beds use when it is there, else a
+/// minimal header (enough for the truncation check).
+fn kernel_bytes() -> Vec<u8> {
+    let manifest =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/bed/manifest.env");
+    if let Ok(text) = std::fs::read_to_string(manifest) {
+        if let Some(path) = text.lines().find_map(|l| l.strip_prefix("X86_64_KERNEL=")) {
+            if let Ok(b) = std::fs::read(path) {
+                return b;
+            }
+        }
+    }
+    let mut b = vec![0u8; 1024 + 8192];
+    b[0x1f1] = 1;
+    b[0x1f4..0x1f8].copy_from_slice(&(8192u32 / 16).to_le_bytes());
+    b[0x201] = 0x66;
+    b[0x202..0x206].copy_from_slice(b"HdrS");
+    b[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+    b[0x236..0x238].copy_from_slice(&1u16.to_le_bytes());
+    b[0x238..0x23c].copy_from_slice(&2047u32.to_le_bytes());
+    b
+}
+
+#[test]
+fn bad_kernel_files_get_a_clear_error_naming_the_file() {
+    if !common::kvm_available("boot_bad_kernel_files_get_a_clear_error_naming_the_file") {
+        return;
+    }
+    let dir = Scratch::new("boot-bad-kernels");
+    let full = kernel_bytes();
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("empty", vec![], "the kernel file is empty"),
+        (
+            "truncated",
+            full[..full.len() / 2].to_vec(),
+            "the bzImage is truncated",
+        ),
+        (
+            "script",
+            b"#!/bin/sh\necho not a kernel\n".to_vec(),
+            "not a Linux kernel",
+        ),
+        (
+            "elf-arm",
+            {
+                let mut e = vec![0u8; 128];
+                e[..4].copy_from_slice(b"\x7fELF");
+                e[4] = 2;
+                e[5] = 1;
+                e[16] = 2;
+                e[18] = 183; // aarch64
+                e
+            },
+            "not x86_64",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let path = dir.file(name);
+        std::fs::write(&path, bytes).unwrap();
+        let (code, out, err) = granule(&["run", "--kernel", &path, "--timeout", "5"]);
+        assert_eq!(code, 1, "{name}: {err}");
+        assert!(err.contains(want) && err.contains(&path), "{name}: {err}");
+        assert!(out.is_empty(), "{name}: no guest ran: {out}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+    let missing = dir.file("missing");
+    let (code, _, err) = granule(&["run", "--kernel", &missing]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot read the kernel") && err.contains(&missing),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_boot_options_are_refused() {
+    if !common::kvm_available("boot_bad_boot_options_are_refused") {
+        return;
+    }
+    let dir = Scratch::new("boot-bad-options");
+    let kernel = dir.file("vmlinuz");
+    std::fs::write(&kernel, kernel_bytes()).unwrap();
+    let long = "x".repeat(5000);
+    let (code, _, err) = granule(&["run", "--kernel", &kernel, "--cmdline", &long]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("command line is 5000 bytes"), "{err}");
+    let empty = dir.file("empty.cpio");
+    std::fs::write(&empty, b"").unwrap();
+    let (code, _, err) = granule(&["run", "--kernel", &kernel, "--initrd", &empty]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("initramfs") && err.contains("empty"), "{err}");
+    // Usage errors: a program together with a kernel, an initrd without one.
+    let (code, _, err) = granule(&["run", "hello", "--kernel", &kernel]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = granule(&["run", "--initrd", &empty]);
+    assert_eq!(code, 2, "{err}");
+    // RAM that does not start at 0 cannot hold a Linux kernel.
+    let (code, _, err) = granule(&["run", "--kernel", &kernel, "-m", "size=1G,gpa=0x40000000"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("guest-physical 0"), "{err}");
+}
