@@ -119,6 +119,8 @@ pub fn prepare(
     vm.ram.write(gdt_at, &gdt)?;
     let pt = tables::page_tables()?;
     vm.ram.write(pt.base, &pt.bytes)?;
+    let (stub_at, stub) = tables::reset_vector_stub();
+    vm.ram.write(stub_at, &stub)?;
 
     // Devices. Every event that can end the run also signals `wake`, so the main loop
     // sleeps until something happens instead of polling.

@@ -21,6 +21,8 @@ pub const EBDA_START: u64 = 0x9_fc00;
 /// The ACPI tables, in the BIOS area the kernel also scans for the RSDP.
 pub const ACPI_ADDR: u64 = 0xe_0000;
 pub const ACPI_MAX: u64 = 0x1_0000;
+/// The x86 reset vector (0xf000:0xfff0), in the reserved area below 1 MiB.
+pub const RESET_VECTOR: u64 = 0xf_fff0;
 /// Start of "high" memory: the protected-mode kernel loads here.
 pub const HIMEM_START: u64 = 0x10_0000;
 

@@ -1,8 +1,9 @@
 //! The boot GDT and identity map the 64-bit entry expects: flat __BOOT_CS (0x10) and
 //! __BOOT_DS (0x18) descriptors, and page tables identity-mapping the low 4 GiB where
-//! the kernel, zero page, command line and initramfs are.
+//! the kernel, zero page, command line and initramfs are. Also the one piece of
+//! "firmware" granule has: code at the reset vector.
 
-use super::layout::{GDT_ADDR, IDENTITY_MAPPED, PAGE_TABLES_ADDR};
+use super::layout::{ports, GDT_ADDR, IDENTITY_MAPPED, PAGE_TABLES_ADDR, RESET_VECTOR};
 use crate::x86_64::gdt::{descriptor, KERNEL_CODE64, KERNEL_DATA};
 use crate::x86_64::paging::{identity_map, IdentityMap, PagingError, PAGE_2M};
 
@@ -31,6 +32,27 @@ pub fn page_tables() -> Result<IdentityMap, PagingError> {
     identity_map(PAGE_TABLES_ADDR, IDENTITY_MAPPED, PAGE_2M)
 }
 
+/// Real-mode code for the reset vector (0xf000:0xfff0): write the ACPI reset register,
+/// then halt. Why: on hardware-reduced ACPI without EFI, x86 Linux reboots through
+/// "EFI", then "BIOS", which drops to real mode and jumps to the reset vector (measured
+/// in the x86 bed: `reboot` wrote CMOS and then hung). With this stub that path ends
+/// in the same reset request as Linux's ACPI path.
+pub fn reset_vector_stub() -> (u64, Vec<u8>) {
+    let [lo, hi] = ports::ACPI_RESET.to_le_bytes();
+    let code = vec![
+        0xba,
+        lo,
+        hi, // mov dx, ACPI_RESET
+        0xb0,
+        ports::ACPI_RESET_VALUE, // mov al, value
+        0xee,                    // out dx, al
+        0xf4,                    // hlt
+        0xeb,
+        0xfd, // jmp to the hlt
+    ];
+    (RESET_VECTOR, code)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::layout::{CMDLINE_ADDR, ZERO_PAGE_ADDR};
@@ -48,6 +70,19 @@ mod tests {
             descriptor(KERNEL_DATA, 0, 0xfffff)
         );
         assert_eq!(gdt_bytes().2, 31);
+    }
+
+    #[test]
+    fn reset_vector_stub_writes_the_reset_register_within_the_vector() {
+        let (at, code) = reset_vector_stub();
+        assert_eq!(at, 0xffff0);
+        assert!(code.len() <= 16, "fits below 1 MiB");
+        assert_eq!(u16::from_le_bytes([code[1], code[2]]), ports::ACPI_RESET);
+        assert_eq!(code[4], ports::ACPI_RESET_VALUE);
+        // The final jmp rel8 lands on the hlt.
+        let hlt = code.iter().position(|b| *b == 0xf4).unwrap() as i64;
+        let after_jmp = code.len() as i64;
+        assert_eq!(after_jmp + i64::from(code[code.len() - 1] as i8), hlt);
     }
 
     #[test]
