@@ -14,25 +14,28 @@ resources/qemu-payload.sh .cache/bed/qemu-payload.cpio.gz
 cat "$X86_64_BOOT_INITRD" .cache/bed/qemu-payload.cpio.gz > "$img"
 log=target/bed-logs/x86_64-bench-boot.log
 mkdir -p target/bed-logs; rm -f "$log"
-timeout $((rounds * 300 + 120)) qemu-system-x86_64 -M q35 -accel tcg,thread=single,tb-size=512 -cpu max -m 3G -smp 2 \
+timeout $((rounds * 100 + 120)) qemu-system-x86_64 -M q35 -accel tcg,thread=single,tb-size=512 -cpu max -m 3G -smp 2 \
     -display none -monitor none -no-reboot -serial "file:$log" -kernel "$X86_64_KERNEL" -initrd "$img" \
     -append "console=ttyS0 intel_iommu=on panic=-1 loglevel=4 granule.scenario=bench-boot granule.rounds=$rounds granule.boot_cpus=$cpus" \
     -device intel-iommu,intremap=on >/dev/null 2>&1 || true
 grep -q "GRANULE-BED: END bench-boot rc=0" "$log" || { echo "the bed run failed; see $log" >&2; tail -20 "$log" >&2; exit 1; }
 python3 - "$log" "$cpus" <<'PY'
 import re, statistics, sys
-runs = {"granule": [], "qemu": []}
+runs = {"granule": [], "qemu": [], "granule-elf": []}
 for line in open(sys.argv[1], errors="replace"):
-    m = re.match(r"GRANULE-BED: LINE (granule|qemu) (\S+)", line.strip())
+    m = re.match(r"GRANULE-BED: LINE (granule-elf|granule|qemu) (\S+)", line.strip())
     if m:
         runs[m.group(1)].append(m.group(2))
 print(f"boot to guest userspace, {sys.argv[2]} vCPU(s), x86 bed (nested SVM+NPT), ms:")
 for vmm, vals in runs.items():
-    print(f"  {vmm:<8} {' '.join(vals)}")
+    print(f"  {vmm:<12} {' '.join(vals)}")
 ok = {k: [float(v) for v in vals if v != "FAIL"] for k, vals in runs.items()}
 if not ok["granule"] or not ok["qemu"]:
     sys.exit("no successful runs to compare")
 g, q = statistics.median(ok["granule"]), statistics.median(ok["qemu"])
 fails = {k: sum(v == "FAIL" for v in vals) for k, vals in runs.items()}
 print(f"median   granule {g:.0f} ms   qemu {q:.0f} ms   ratio granule/qemu {g / q:.2f}   (failed runs: {fails})")
+if ok["granule-elf"]:
+    e = statistics.median(ok["granule-elf"])
+    print(f"median   granule with the ELF vmlinux {e:.0f} ms   ratio to qemu {e / q:.2f}")
 PY

@@ -1,7 +1,11 @@
 //! Reading and checking the kernel and initramfs files before any VM exists, then
 //! loading them with linux-loader and placing the command line.
+//!
+//! Only a kernel's first bytes are read for the checks; linux-loader then reads the file
+//! straight into guest memory (one copy, no buffer the size of the kernel).
 
-use std::io::Cursor;
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use granule_arch::x86_64::boot::bzimage::{self, BzImageInfo, ENTRY_64_OFFSET};
@@ -17,6 +21,9 @@ use crate::memory::GuestRam;
 
 /// Files larger than this are refused rather than read into memory.
 const MAX_FILE: u64 = 2 << 30;
+/// How much of a kernel is read for its checks: the bzImage setup header, or the ELF
+/// and program headers.
+const HEAD_LEN: u64 = 64 << 10;
 /// The command-line limit for an ELF kernel, which has no header to say (x86's
 /// COMMAND_LINE_SIZE minus the NUL).
 const ELF_CMDLINE_MAX: usize = 2047;
@@ -28,10 +35,10 @@ pub enum KernelFormat {
     Elf,
 }
 
-/// A kernel file that passed its checks.
+/// A kernel file that passed its checks, open for loading.
 pub struct KernelImage {
     pub path: PathBuf,
-    pub bytes: Vec<u8>,
+    file: File,
     pub kind: ImageKind,
 }
 
@@ -54,14 +61,15 @@ pub struct LoadedKernel {
     pub initrd_limit: u64,
 }
 
-/// Reads a whole file, naming it in every error.
-pub fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BootError> {
+/// Opens a file, checking it is a regular file of sane size; returns it and its length.
+fn open_checked(what: &'static str, path: &Path) -> Result<(File, u64), BootError> {
     let err = |error| BootError::ReadFile {
         what,
         path: path.to_owned(),
         error,
     };
-    let meta = std::fs::metadata(path).map_err(err)?;
+    let file = File::open(path).map_err(err)?;
+    let meta = file.metadata().map_err(err)?;
     if !meta.is_file() {
         return Err(BootError::NotAFile {
             what,
@@ -76,18 +84,40 @@ pub fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BootError> 
             max: MAX_FILE,
         });
     }
-    std::fs::read(path).map_err(err)
+    Ok((file, meta.len()))
 }
 
-/// Reads and checks a kernel: a bzImage (by its "HdrS" header) or an ELF vmlinux.
+/// Reads a whole file, naming it in every error.
+pub fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BootError> {
+    let (mut file, len) = open_checked(what, path)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut bytes)
+        .map_err(|error| BootError::ReadFile {
+            what,
+            path: path.to_owned(),
+            error,
+        })?;
+    Ok(bytes)
+}
+
+/// Opens and checks a kernel: a bzImage (by its "HdrS" header) or an ELF vmlinux.
 pub fn open(path: &Path) -> Result<KernelImage, BootError> {
-    let bytes = read_file("kernel", path)?;
-    let checked = if bytes.is_empty() {
+    let (file, len) = open_checked("kernel", path)?;
+    let mut head = Vec::with_capacity(HEAD_LEN as usize);
+    (&file)
+        .take(HEAD_LEN)
+        .read_to_end(&mut head)
+        .map_err(|error| BootError::ReadFile {
+            what: "kernel",
+            path: path.to_owned(),
+            error,
+        })?;
+    let checked = if len == 0 {
         Err(KernelError::Empty)
-    } else if elf::is_elf(&bytes) {
-        elf::parse(&bytes).map(ImageKind::Elf)
+    } else if elf::is_elf(&head) {
+        elf::parse(&head, len).map(ImageKind::Elf)
     } else {
-        bzimage::parse(&bytes).map(ImageKind::BzImage)
+        bzimage::parse(&head, len).map(ImageKind::BzImage)
     };
     let kind = checked.map_err(|error| BootError::Kernel {
         path: path.to_owned(),
@@ -95,7 +125,7 @@ pub fn open(path: &Path) -> Result<KernelImage, BootError> {
     })?;
     Ok(KernelImage {
         path: path.to_owned(),
-        bytes,
+        file,
         kind,
     })
 }
@@ -124,13 +154,13 @@ impl KernelImage {
     }
 
     /// Loads the kernel into `ram`.
-    pub fn load(&self, ram: &GuestRam) -> Result<LoadedKernel, BootError> {
+    pub fn load(&mut self, ram: &GuestRam) -> Result<LoadedKernel, BootError> {
         let mem = ram.guest_memory();
-        let mut file = Cursor::new(self.bytes.as_slice());
+        let file = &mut self.file;
         let himem = Some(GuestAddress(HIMEM_START));
         match &self.kind {
             ImageKind::BzImage(info) => {
-                let r = BzImage::load(mem, himem, &mut file, himem).map_err(BootError::Load)?;
+                let r = BzImage::load(mem, himem, file, himem).map_err(BootError::Load)?;
                 let load = r.kernel_load.0;
                 Ok(LoadedKernel {
                     format: KernelFormat::BzImage,
@@ -141,7 +171,7 @@ impl KernelImage {
                 })
             }
             ImageKind::Elf(info) => {
-                let r = Elf::load(mem, None, &mut file, himem).map_err(BootError::Load)?;
+                let r = Elf::load(mem, None, file, himem).map_err(BootError::Load)?;
                 Ok(LoadedKernel {
                     format: KernelFormat::Elf,
                     entry: r.kernel_load.0,

@@ -62,7 +62,7 @@ pub fn prepare(
         .filter(|n| *n < 255)
         .ok_or(BootError::TooManyApicIds(cfg.vcpus))?;
     // Every file check comes before any memory is mapped.
-    let image = kernel::open(&cfg.kernel)?;
+    let mut image = kernel::open(&cfg.kernel)?;
     let initrd = match &cfg.initrd {
         Some(p) => {
             let b = kernel::read_file("initramfs", p)?;

@@ -44,13 +44,17 @@ pub fn is_bzimage(image: &[u8]) -> bool {
     image.len() >= 0x206 && u32_at(image, 0x202) == HDRS
 }
 
-/// Parses and checks a bzImage.
-pub fn parse(image: &[u8]) -> Result<BzImageInfo, KernelError> {
-    if image.is_empty() {
+/// Parses and checks a bzImage from its first bytes (`head`, at least the setup
+/// header) and the file's length.
+pub fn parse(head: &[u8], file_len: u64) -> Result<BzImageInfo, KernelError> {
+    let image = head;
+    if file_len == 0 {
         return Err(KernelError::Empty);
     }
     if !is_bzimage(image) {
-        return Err(KernelError::Unknown { len: image.len() });
+        return Err(KernelError::Unknown {
+            len: file_len as usize,
+        });
     }
     // The header's own length: a jump at 0x200 whose byte offset ends it.
     let header_end = 0x202 + usize::from(image[0x201]);
@@ -58,7 +62,7 @@ pub fn parse(image: &[u8]) -> Result<BzImageInfo, KernelError> {
     if image.len() < needed {
         return Err(KernelError::Truncated {
             expected: needed as u64,
-            actual: image.len() as u64,
+            actual: file_len,
         });
     }
     let version = u16_at(image, 0x206);
@@ -79,10 +83,10 @@ pub fn parse(image: &[u8]) -> Result<BzImageInfo, KernelError> {
     let setup_size = (setup_sects + 1) * 512;
     // syssize counts the protected-mode kernel in 16-byte paragraphs.
     let expected = setup_size as u64 + u64::from(u32_at(image, 0x1f4)) * 16;
-    if (image.len() as u64) < expected {
+    if file_len < expected {
         return Err(KernelError::Truncated {
             expected,
-            actual: image.len() as u64,
+            actual: file_len,
         });
     }
     Ok(BzImageInfo {
@@ -120,7 +124,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_good_header_parses() {
-        let info = parse(&fake_bzimage(4096)).unwrap();
+        let img = fake_bzimage(4096);
+        let info = parse(&img, img.len() as u64).unwrap();
         assert_eq!(info.setup_size, 1024);
         assert_eq!(info.version, 0x20f);
         assert_eq!(info.cmdline_size, 2047);
@@ -130,34 +135,42 @@ pub(crate) mod tests {
 
     #[test]
     fn empty_unknown_truncated_old_and_32bit_images_are_refused() {
-        assert_eq!(parse(&[]), Err(KernelError::Empty));
+        assert_eq!(parse(&[], 0), Err(KernelError::Empty));
         assert_eq!(
-            parse(b"#!/bin/sh\necho hi\n"),
+            parse(b"#!/bin/sh\necho hi\n", 18),
             Err(KernelError::Unknown { len: 18 })
         );
         let img = fake_bzimage(4096);
         assert_eq!(
-            parse(&img[..3000]),
+            parse(&img[..3000], 3000),
             Err(KernelError::Truncated {
                 expected: 1024 + 4096,
                 actual: 3000
             })
         );
         assert!(matches!(
-            parse(&img[..0x210]),
+            parse(&img[..0x210], 0x210),
             Err(KernelError::Truncated { .. })
         ));
         let mut old = img.clone();
         old[0x206] = 0x0b;
         assert_eq!(
-            parse(&old),
+            parse(&old, old.len() as u64),
             Err(KernelError::OldProtocol {
                 major: 2,
                 minor: 0x0b
             })
         );
-        let mut no64 = img;
+        let mut no64 = img.clone();
         no64[0x236] = 0;
-        assert_eq!(parse(&no64), Err(KernelError::No64BitEntry));
+        assert_eq!(
+            parse(&no64, no64.len() as u64),
+            Err(KernelError::No64BitEntry)
+        );
+        // Only the head was read: a file shorter than the header says is truncated.
+        assert!(matches!(
+            parse(&img[..2048], 2048),
+            Err(KernelError::Truncated { actual: 2048, .. })
+        ));
     }
 }

@@ -31,7 +31,7 @@ fn read<const N: usize>(b: &[u8], at: usize, what: &str) -> Result<[u8; N], Kern
         .and_then(|s| s.try_into().ok())
         .ok_or_else(|| {
             KernelError::Elf(format!(
-                "truncated: {what} at byte {at} is past the end of the file ({} bytes)",
+                "truncated: {what} at byte {at} is past the {} bytes read of the file",
                 b.len()
             ))
         })
@@ -49,10 +49,14 @@ fn u64_at(b: &[u8], at: usize, what: &str) -> Result<u64, KernelError> {
     read::<8>(b, at, what).map(u64::from_le_bytes)
 }
 
-/// Parses and checks an ELF kernel image.
-pub fn parse(image: &[u8]) -> Result<ElfInfo, KernelError> {
+/// Parses and checks an ELF kernel from its first bytes (`head`, which must hold the
+/// ELF and program headers) and the file's length.
+pub fn parse(head: &[u8], file_len: u64) -> Result<ElfInfo, KernelError> {
+    let image = head;
     if !is_elf(image) {
-        return Err(KernelError::Unknown { len: image.len() });
+        return Err(KernelError::Unknown {
+            len: file_len as usize,
+        });
     }
     let ident = read::<16>(image, 0, "the ELF identification")?;
     if ident[4] != 2 || ident[5] != 1 {
@@ -97,10 +101,9 @@ pub fn parse(image: &[u8]) -> Result<ElfInfo, KernelError> {
         let filesz = u64_at(image, at + 32, &what)?;
         let memsz = u64_at(image, at + 40, &what)?;
         let file_end = offset.checked_add(filesz);
-        if file_end.is_none_or(|e| e > image.len() as u64) {
+        if file_end.is_none_or(|e| e > file_len) {
             return Err(KernelError::Elf(format!(
-                "truncated: segment {i} needs file bytes {offset:#x}+{filesz:#x}, the file has {:#x}",
-                image.len()
+                "truncated: segment {i} needs file bytes {offset:#x}+{filesz:#x}, the file has {file_len:#x}"
             )));
         }
         let end = paddr
@@ -151,7 +154,8 @@ mod tests {
 
     #[test]
     fn a_good_elf_parses() {
-        let info = parse(&fake_elf(4096)).unwrap();
+        let img = fake_elf(4096);
+        let info = parse(&img, img.len() as u64).unwrap();
         assert_eq!(info.entry, 0x100_0000);
         assert_eq!((info.load_start, info.load_end), (0x100_0000, 0x100_2000));
     }
@@ -159,18 +163,28 @@ mod tests {
     #[test]
     fn truncated_foreign_and_odd_elves_are_refused() {
         let img = fake_elf(4096);
-        let short = parse(&img[..1000]).unwrap_err().to_string();
+        let short = parse(&img, 1000).unwrap_err().to_string();
         assert!(short.contains("truncated: segment 0"), "{short}");
-        let tiny = parse(&img[..20]).unwrap_err().to_string();
+        let tiny = parse(&img[..20], 20).unwrap_err().to_string();
         assert!(tiny.contains("truncated"), "{tiny}");
         let mut arm = img.clone();
         arm[18] = 183;
-        assert!(parse(&arm).unwrap_err().to_string().contains("machine 183"));
+        assert!(parse(&arm, 4096)
+            .unwrap_err()
+            .to_string()
+            .contains("machine 183"));
         let mut class32 = img.clone();
         class32[4] = 1;
-        assert!(parse(&class32).unwrap_err().to_string().contains("64-bit"));
+        assert!(parse(&class32, 4096)
+            .unwrap_err()
+            .to_string()
+            .contains("64-bit"));
         let mut far_entry = img;
         far_entry[24..32].copy_from_slice(&0x10u64.to_le_bytes());
-        assert!(parse(&far_entry).unwrap_err().to_string().contains("entry"));
+        let n = far_entry.len() as u64;
+        assert!(parse(&far_entry, n)
+            .unwrap_err()
+            .to_string()
+            .contains("entry"));
     }
 }

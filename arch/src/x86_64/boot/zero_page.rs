@@ -90,7 +90,7 @@ mod tests {
     #[test]
     fn bzimage_header_is_copied_and_loader_fields_are_set() {
         let img = bzimage::tests::fake_bzimage(4096);
-        let info = bzimage::parse(&img).unwrap();
+        let info = bzimage::parse(&img, img.len() as u64).unwrap();
         let facts = BootFacts {
             setup_header: info.header,
             cmdline_addr: 0x2_0000,
