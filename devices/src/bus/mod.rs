@@ -84,6 +84,15 @@ impl Bus {
         Ok(())
     }
 
+    /// True when any device's range overlaps `[base, base + len)`.
+    pub fn claims_any(&self, base: u64, len: u64) -> bool {
+        let end = base.saturating_add(len);
+        self.devices
+            .range(..end)
+            .next_back()
+            .is_some_and(|(&b, e)| b + e.len > base)
+    }
+
     /// The device whose range holds all of `[addr, addr + len)`, with the offset.
     fn find(&self, addr: u64, len: usize) -> Option<(&Entry, u64)> {
         let (&base, entry) = self.devices.range(..=addr).next_back()?;

@@ -86,3 +86,14 @@ fn ranges_are_validated() {
     assert_eq!(bus.insert(0x3f0, 8, probe.clone()), Ok(()));
     assert_eq!(bus.insert(0x400, 8, probe), Ok(()));
 }
+
+#[test]
+fn claims_any_sees_partial_overlaps_only() {
+    let (bus, _) = bus_with_probe();
+    assert!(bus.claims_any(0x3f8, 1));
+    assert!(bus.claims_any(0x3f0, 9), "overlaps the first port");
+    assert!(bus.claims_any(0x3ff, 4), "overlaps the last port");
+    assert!(!bus.claims_any(0x3f0, 8));
+    assert!(!bus.claims_any(0x400, 4));
+    assert!(!bus.claims_any(0xcf8, 4));
+}

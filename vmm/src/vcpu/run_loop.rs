@@ -82,6 +82,9 @@ pub struct VcpuRunner {
     pub report_port: Option<u16>,
     /// Signalled after the thread's last event, to wake an event loop.
     pub exit_notifier: Option<Arc<vmm_sys_util::eventfd::EventFd>>,
+    /// KVM's coalesced-I/O ring, mapped on this vCPU's fd, and the lock its readers
+    /// share.
+    pub coalesced_ring: Option<Arc<std::sync::Mutex<()>>>,
 }
 
 impl VcpuRunner {
@@ -120,6 +123,7 @@ impl VcpuRunner {
                     continue;
                 }
             }
+            self.drain_coalesced();
             let step = match self.fd.run() {
                 Ok(exit) => dispatch(exit, &self.pio, &self.mmio, self.report_port),
                 Err(e) if e.errno() == libc::EINTR => {
@@ -158,6 +162,22 @@ impl VcpuRunner {
                 },
             };
             return outcome;
+        }
+    }
+
+    /// Delivers the writes KVM buffered in the coalesced ring, in order, to the port
+    /// bus. Done before each KVM_RUN, so the ring never fills; only ports no device
+    /// claims are coalesced (see linux::setup), so a later exit never depends on them.
+    fn drain_coalesced(&mut self) {
+        let Some(lock) = self.coalesced_ring.clone() else {
+            return;
+        };
+        let Ok(_one_reader) = lock.lock() else {
+            return;
+        };
+        while let Ok(Some(e)) = self.fd.coalesced_mmio_read() {
+            let len = (e.len as usize).min(e.data.len());
+            self.pio.write(e.phys_addr, &e.data[..len]);
         }
     }
 

@@ -48,6 +48,9 @@ pub struct Vm {
     /// Signalled whenever a vCPU thread ends, so an event loop can wait on it instead
     /// of polling.
     pub exit_notifier: Option<Arc<EventFd>>,
+    /// Set when writes to some port range are coalesced: vCPUs drain KVM's shared
+    /// ring, one at a time, before each KVM_RUN (every vCPU fd must have mapped it).
+    pub coalesced_ring: Option<Arc<std::sync::Mutex<()>>>,
 }
 
 impl Vm {
@@ -64,6 +67,7 @@ impl Vm {
             pio: Bus::new("pio"),
             mmio: Bus::new("mmio"),
             exit_notifier: None,
+            coalesced_ring: None,
         })
     }
 
@@ -79,13 +83,24 @@ impl Vm {
         running::start(self, vcpus, report_port)
     }
 
-    pub(crate) fn buses(self) -> (VmFd, GuestRam, Arc<Bus>, Arc<Bus>, Option<Arc<EventFd>>) {
-        (
-            self.fd,
-            self.ram,
-            Arc::new(self.pio),
-            Arc::new(self.mmio),
-            self.exit_notifier,
-        )
+    pub(crate) fn into_parts(self) -> VmParts {
+        VmParts {
+            fd: self.fd,
+            ram: self.ram,
+            pio: Arc::new(self.pio),
+            mmio: Arc::new(self.mmio),
+            exit_notifier: self.exit_notifier,
+            coalesced_ring: self.coalesced_ring,
+        }
     }
+}
+
+/// A [`Vm`] taken apart for its vCPU threads.
+pub(crate) struct VmParts {
+    pub fd: VmFd,
+    pub ram: GuestRam,
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub exit_notifier: Option<Arc<EventFd>>,
+    pub coalesced_ring: Option<Arc<std::sync::Mutex<()>>>,
 }

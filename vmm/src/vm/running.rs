@@ -62,7 +62,14 @@ pub(super) fn start(
     report_port: Option<u16>,
 ) -> Result<RunningVm, VmError> {
     install_kick_handler().map_err(VmError::KickHandler)?;
-    let (fd, ram, pio, mmio, exit_notifier) = vm.buses();
+    let super::VmParts {
+        fd,
+        ram,
+        pio,
+        mmio,
+        exit_notifier,
+        coalesced_ring,
+    } = vm.into_parts();
     let (tx, rx) = mpsc::channel();
     let mut running = RunningVm {
         vcpus: Vec::with_capacity(fds.len()),
@@ -84,6 +91,7 @@ pub(super) fn start(
             events: tx.clone(),
             report_port,
             exit_notifier: exit_notifier.clone(),
+            coalesced_ring: coalesced_ring.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
