@@ -22,11 +22,14 @@ grep -q "GRANULE-BED: END bench-boot rc=0" "$log" || { echo "the bed run failed;
 python3 - "$log" "$cpus" <<'PY'
 import re, statistics, sys
 runs = {"granule": [], "qemu": [], "granule-elf": []}
+thp = "?"
 for line in open(sys.argv[1], errors="replace"):
+    if line.startswith("GRANULE-BED: LINE thp "):
+        thp = line.strip().split(" ", 3)[3]
     m = re.match(r"GRANULE-BED: LINE (granule-elf|granule|qemu) (\S+)", line.strip())
     if m:
         runs[m.group(1)].append(m.group(2))
-print(f"boot to guest userspace, {sys.argv[2]} vCPU(s), x86 bed (nested SVM+NPT), ms:")
+print(f"boot to guest userspace, {sys.argv[2]} vCPU(s), x86 bed (nested SVM+NPT, bed THP {thp}), ms:")
 for vmm, vals in runs.items():
     print(f"  {vmm:<12} {' '.join(vals)}")
 ok = {k: [float(v) for v in vals if v != "FAIL"] for k, vals in runs.items()}
