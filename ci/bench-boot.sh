@@ -12,13 +12,8 @@ source .cache/bed/manifest.env
 img=.cache/bed/x86_64-bench-boot.cpio.gz
 resources/qemu-payload.sh .cache/bed/qemu-payload.cpio.gz
 cat "$X86_64_BOOT_INITRD" .cache/bed/qemu-payload.cpio.gz > "$img"
+ci/x86-bed-run.sh "$img" bench-boot $((rounds * 100 + 120)) 3G "granule.rounds=$rounds granule.boot_cpus=$cpus"
 log=target/bed-logs/x86_64-bench-boot.log
-mkdir -p target/bed-logs; rm -f "$log"
-timeout $((rounds * 100 + 120)) qemu-system-x86_64 -M q35 -accel tcg,thread=single,tb-size=512 -cpu max -m 3G -smp 2 \
-    -display none -monitor none -no-reboot -serial "file:$log" -kernel "$X86_64_KERNEL" -initrd "$img" \
-    -append "console=ttyS0 intel_iommu=on panic=-1 loglevel=4 granule.scenario=bench-boot granule.rounds=$rounds granule.boot_cpus=$cpus" \
-    -device intel-iommu,intremap=on >/dev/null 2>&1 || true
-grep -q "GRANULE-BED: END bench-boot rc=0" "$log" || { echo "the bed run failed; see $log" >&2; tail -20 "$log" >&2; exit 1; }
 python3 - "$log" "$cpus" <<'PY'
 import re, statistics, sys
 runs = {"granule": [], "qemu": [], "granule-elf": []}

@@ -13,13 +13,8 @@ source .cache/bed/manifest.env
 kdir=$(dirname "$X86_64_KERNEL")
 img=.cache/bed/x86_64-bench.cpio.gz
 resources/initramfs.sh amd64 "$kdir" /bin/busybox target/x86_64-unknown-linux-gnu/release/granule "$img" "$upstream"
+ci/x86-bed-run.sh "$img" stress-vs-upstream $((rounds * 400 + 120)) 4G "granule.rounds=$rounds"
 log=target/bed-logs/x86_64-stress-vs-upstream.log
-mkdir -p target/bed-logs; rm -f "$log"
-timeout $((rounds * 400 + 120)) qemu-system-x86_64 -M q35 -accel tcg,thread=single,tb-size=512 -cpu max -m 4G -smp 2 \
-    -display none -monitor none -no-reboot -serial "file:$log" -kernel "$X86_64_KERNEL" -initrd "$img" \
-    -append "console=ttyS0 intel_iommu=on panic=-1 loglevel=4 granule.scenario=stress-vs-upstream granule.rounds=$rounds" \
-    -device intel-iommu,intremap=on >/dev/null 2>&1 || true
-grep -q "GRANULE-BED: END stress-vs-upstream rc=0" "$log" || { echo "the bed run failed; see $log" >&2; tail -20 "$log" >&2; exit 1; }
 python3 - "$log" <<'PY'
 import re, statistics, sys
 runs = {"granule": [], "upstream": []}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs one scenario in the x86 test bed for a benchmark script and checks that it
+# ended with rc=0: the same QEMU command the bed tests use (tests/bed), booting
+# INITRD. The serial log is target/bed-logs/x86_64-SCENARIO.log.
+# Usage: ci/x86-bed-run.sh INITRD SCENARIO TIMEOUT_SECS MEMORY [KERNEL-ARGS...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+initrd=$1 scenario=$2 secs=$3 mem=$4; shift 4
+source .cache/bed/manifest.env
+log=target/bed-logs/x86_64-$scenario.log
+mkdir -p target/bed-logs; rm -f "$log"
+timeout "$secs" qemu-system-x86_64 -M q35 -accel tcg,thread=single,tb-size=512 -cpu max -m "$mem" -smp 2 \
+    -display none -monitor none -no-reboot -serial "file:$log" -kernel "$X86_64_KERNEL" -initrd "$initrd" \
+    -append "console=ttyS0 intel_iommu=on panic=-1 loglevel=4 granule.scenario=$scenario $*" \
+    -device intel-iommu,intremap=on >/dev/null 2>&1 || true
+grep -q "GRANULE-BED: END $scenario rc=0" "$log" || { echo "the bed run failed; see $log" >&2; tail -20 "$log" >&2; exit 1; }
