@@ -206,9 +206,10 @@ fn guest_facts(out: &str) -> (u64, u64) {
 
 /// `granule run --kernel` boots the bed's Debian 6.12 kernel on real nested SVM+NPT:
 /// bzImage and ELF, 1 and 2 vCPUs, the console both ways, poweroff, panic, the boot
-/// timer and the stage-2 share with hugetlb backing. A case whose run timed out is
-/// retried by the scenario (at most 5 attempts; see resources/bed/scenarios/boot for
-/// the bed's measured nested-virtualization hang); retries are printed here.
+/// timer and the stage-2 share with hugetlb backing. A case that did not end as
+/// expected is retried by the scenario (at most 5 attempts; see
+/// resources/bed/scenarios/boot for the bed's measured nested-virtualization hangs and
+/// crashes, which hit QEMU's guests too); retries are printed here.
 #[test]
 fn x86_linux_boots_under_granule() {
     let Some(m) = bed_available("bed_x86_linux_boots_under_granule", Arch::X86_64.qemu()) else {
