@@ -40,7 +40,9 @@ mod kvm_state {
         pub page_table_root: u64,
     }
 
-    fn segment(selector: u16, flags: u16) -> kvm_segment {
+    /// A flat segment's hidden state from the same access/flag word the GDT descriptor
+    /// is built from, so the two cannot disagree.
+    pub(crate) fn segment(selector: u16, flags: u16) -> kvm_segment {
         kvm_segment {
             base: 0,
             limit: 0xffff_ffff,

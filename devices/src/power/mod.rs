@@ -34,10 +34,6 @@ impl AcpiPower {
             reset_value,
         }
     }
-
-    fn send(&self, e: PlatformEvent) {
-        self.sink.send(e);
-    }
 }
 
 impl BusDevice for AcpiPower {
@@ -52,12 +48,12 @@ impl BusDevice for AcpiPower {
         let Some(&v) = data.first() else { return };
         match offset {
             0 if v & SLP_EN != 0 && (v >> 2) & 7 == self.s5_type => {
-                self.send(PlatformEvent::PowerOff)
+                self.sink.send(PlatformEvent::PowerOff)
             }
             0 => tracing::debug!("guest wrote ACPI sleep control {v:#x}; only S5 is supported"),
-            o if o == self.reset_offset && v == self.reset_value => {
-                self.send(PlatformEvent::Reset(ResetSource::AcpiResetRegister))
-            }
+            o if o == self.reset_offset && v == self.reset_value => self
+                .sink
+                .send(PlatformEvent::Reset(ResetSource::AcpiResetRegister)),
             _ => {}
         }
     }

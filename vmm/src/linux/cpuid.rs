@@ -4,6 +4,8 @@
 
 use kvm_bindings::CpuId;
 
+use crate::vcpu::setup_x86_64::cpuid_for_vcpu;
+
 /// CPUID.1:EDX bit 28, "more than one logical processor per package".
 const HTT: u32 = 1 << 28;
 /// CPUID.1:ECX bit 31, "running under a hypervisor".
@@ -27,14 +29,15 @@ fn core_shift(n: u32) -> u32 {
     n.next_power_of_two().trailing_zeros()
 }
 
-/// The CPUID for vCPU `index` of `count`.
+/// The CPUID for vCPU `index` of `count`: the APIC IDs every granule guest gets
+/// (`cpuid_for_vcpu`), plus the topology and feature bits a Linux guest reads.
 pub fn for_vcpu(supported: &CpuId, index: u32, count: u32) -> CpuId {
-    let mut cpuid = supported.clone();
+    let mut cpuid = cpuid_for_vcpu(supported, index as usize);
     let shift = core_shift(count);
     for e in cpuid.as_mut_slice() {
         match e.function {
             0x1 => {
-                e.ebx = (e.ebx & 0x0000_ffff) | ((index & 0xff) << 24) | ((count & 0xff) << 16);
+                e.ebx = (e.ebx & 0xff00_ffff) | ((count & 0xff) << 16);
                 e.ecx = (e.ecx | HYPERVISOR) & !TSC_DEADLINE;
                 if count > 1 {
                     e.edx |= HTT;
@@ -57,7 +60,6 @@ pub fn for_vcpu(supported: &CpuId, index: u32, count: u32) -> CpuId {
                 e.eax = eax;
                 e.ebx = ebx;
                 e.ecx = (level << 8) | (e.index & 0xff);
-                e.edx = index;
             }
             0x8000_0008 => {
                 // AMD: cores per package - 1 and the APIC ID bits that number them.

@@ -14,7 +14,7 @@ use granule_arch::x86_64::boot::layout::{CMDLINE_MAX, HIMEM_START};
 use granule_arch::x86_64::boot::KernelError;
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use serde::Serialize;
-use vm_memory::GuestAddress;
+use vm_memory::{Bytes, GuestAddress};
 
 use super::BootError;
 use crate::memory::GuestRam;
@@ -62,7 +62,7 @@ pub struct LoadedKernel {
 }
 
 /// Opens a file, checking it is a regular file of sane size; returns it and its length.
-fn open_checked(what: &'static str, path: &Path) -> Result<(File, u64), BootError> {
+pub fn open_file(what: &'static str, path: &Path) -> Result<(File, u64), BootError> {
     let err = |error| BootError::ReadFile {
         what,
         path: path.to_owned(),
@@ -87,22 +87,28 @@ fn open_checked(what: &'static str, path: &Path) -> Result<(File, u64), BootErro
     Ok((file, meta.len()))
 }
 
-/// Reads a whole file, naming it in every error.
-pub fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BootError> {
-    let (mut file, len) = open_checked(what, path)?;
-    let mut bytes = Vec::with_capacity(len as usize);
-    file.read_to_end(&mut bytes)
-        .map_err(|error| BootError::ReadFile {
+/// Reads `len` bytes of `file` straight into guest memory at `gpa` (no copy through a
+/// buffer: an initramfs may be hundreds of MiB).
+pub fn read_into(
+    ram: &GuestRam,
+    gpa: u64,
+    what: &'static str,
+    path: &Path,
+    file: &mut File,
+    len: u64,
+) -> Result<(), BootError> {
+    ram.guest_memory()
+        .read_exact_volatile_from(GuestAddress(gpa), file, len as usize)
+        .map_err(|e| BootError::ReadFile {
             what,
             path: path.to_owned(),
-            error,
-        })?;
-    Ok(bytes)
+            error: std::io::Error::other(e.to_string()),
+        })
 }
 
 /// Opens and checks a kernel: a bzImage (by its "HdrS" header) or an ELF vmlinux.
 pub fn open(path: &Path) -> Result<KernelImage, BootError> {
-    let (file, len) = open_checked("kernel", path)?;
+    let (file, len) = open_file("kernel", path)?;
     let mut head = Vec::with_capacity(HEAD_LEN as usize);
     (&file)
         .take(HEAD_LEN)

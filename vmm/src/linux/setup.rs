@@ -86,13 +86,13 @@ pub fn prepare(
         .ok_or(BootError::TooManyApicIds(cfg.vcpus))?;
     // Every file check comes before any memory is mapped.
     let mut image = kernel::open(&cfg.kernel)?;
-    let initrd = match &cfg.initrd {
+    let mut initrd = match &cfg.initrd {
         Some(p) => {
-            let b = kernel::read_file("initramfs", p)?;
-            if b.is_empty() {
+            let (file, len) = kernel::open_file("initramfs", p)?;
+            if len == 0 {
                 return Err(BootError::EmptyInitrd(p.clone()));
             }
-            Some(b)
+            Some((p, file, len))
         }
         None => None,
     };
@@ -114,16 +114,17 @@ pub fn prepare(
     kvm_step("KVM_CREATE_PIT2", vm.fd.create_pit2(pit))?;
 
     let loaded = image.load(&vm.ram)?;
-    let initrd_at = match &initrd {
-        Some(b) => {
+    let initrd_at = match &mut initrd {
+        Some((path, file, len)) => {
             let at = kernel::place_initrd(
-                b.len() as u64,
+                *len,
                 loaded.end,
                 ranges[0].end(),
                 loaded.initrd_limit.min(MMIO_HOLE_START),
             )?;
-            vm.ram.write(at, b)?;
-            (at as u32, b.len() as u32)
+            kernel::read_into(&vm.ram, at, "initramfs", path, file, *len)?;
+            // place_initrd keeps it below 4 GiB, so both fit the zero page's fields.
+            (at as u32, *len as u32)
         }
         None => (0, 0),
     };

@@ -120,7 +120,7 @@ pub fn render(s: &BootSummary) -> String {
     if let Some(share) = s
         .stage2_share
         .as_ref()
-        .filter(|s| s.huge_share > 0.0 || s.mapped_bytes.values().any(|b| *b > 0))
+        .filter(|s| s.mapped_bytes.values().any(|b| *b > 0))
     {
         let parts: Vec<String> = share
             .mapped_bytes

@@ -169,7 +169,7 @@ impl VcpuRunner {
     /// bus. Done before each KVM_RUN, so the ring never fills; only ports no device
     /// claims are coalesced (see linux::setup), so a later exit never depends on them.
     fn drain_coalesced(&mut self) {
-        let Some(lock) = self.coalesced_ring.clone() else {
+        let Some(lock) = &self.coalesced_ring else {
             return;
         };
         let Ok(_one_reader) = lock.lock() else {

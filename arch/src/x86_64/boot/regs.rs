@@ -2,35 +2,21 @@
 //! long mode with paging on the identity map, flat __BOOT_CS/__BOOT_DS, interrupts off,
 //! RSI pointing at the zero page.
 
-use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+use kvm_bindings::{kvm_regs, kvm_sregs};
 
 use super::layout::{BOOT_STACK, PAGE_TABLES_ADDR, ZERO_PAGE_ADDR};
 use super::tables::{gdt_bytes, BOOT_CS, BOOT_DS};
-use crate::x86_64::regs::{CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, RFLAGS_RESERVED};
-
-fn segment(selector: u16, code: bool) -> kvm_segment {
-    kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector,
-        type_: if code { 0xb } else { 0x3 },
-        present: 1,
-        dpl: 0,
-        db: u8::from(!code),
-        s: 1,
-        l: u8::from(code),
-        g: 1,
-        avl: 0,
-        unusable: 0,
-        padding: 0,
-    }
-}
+use crate::x86_64::gdt::{KERNEL_CODE64, KERNEL_DATA};
+use crate::x86_64::regs::{
+    segment, CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, RFLAGS_RESERVED,
+};
 
 /// Special registers for the boot CPU, from its reset state `s`.
 pub fn boot_sregs(mut s: kvm_sregs) -> kvm_sregs {
     let (gdt_base, _, gdt_limit) = gdt_bytes();
-    let data = segment(BOOT_DS, false);
-    s.cs = segment(BOOT_CS, true);
+    // The same access words as the boot GDT's descriptors (tables::gdt).
+    let data = segment(BOOT_DS, KERNEL_DATA);
+    s.cs = segment(BOOT_CS, KERNEL_CODE64);
     s.ds = data;
     s.es = data;
     s.fs = data;
