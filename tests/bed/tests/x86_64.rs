@@ -207,7 +207,7 @@ fn guest_facts(out: &str) -> (u64, u64) {
 /// `granule run --kernel` boots the bed's Debian 6.12 kernel on real nested SVM+NPT:
 /// bzImage and ELF, 1 and 2 vCPUs, the console both ways, poweroff, panic, the boot
 /// timer and the stage-2 share with hugetlb backing. A case that did not end as
-/// expected is retried by the scenario (at most 5 attempts; see
+/// expected is retried by the scenario (at most 8 attempts; see
 /// resources/bed/scenarios/boot for the bed's measured nested-virtualization hangs and
 /// crashes, which hit QEMU's guests too); retries are printed here.
 #[test]
@@ -216,9 +216,10 @@ fn x86_linux_boots_under_granule() {
         return;
     };
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // Five cases of at most 8 attempts of at most 30 s each, plus the bed's own boot.
     let run = Bed::new(Arch::X86_64, "boot")
         .initrd("X86_64_BOOT_INITRD")
-        .timeout(std::time::Duration::from_secs(900))
+        .timeout(std::time::Duration::from_secs(1500))
         .cmdline("hugepagesz=2M hugepages=300")
         .run(&m)
         .unwrap_or_else(|e| panic!("{e}"));
