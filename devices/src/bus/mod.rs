@@ -136,12 +136,13 @@ impl Bus {
             return;
         }
         if logged.len() > MAX_LOGGED_UNCLAIMED {
-            tracing::warn!(
+            tracing::debug!(
                 bus = self.name,
                 "more unclaimed addresses; no longer logging them"
             );
         } else {
-            tracing::warn!(
+            // Guests probe absent legacy devices as a matter of course: debug, not warn.
+            tracing::debug!(
                 bus = self.name,
                 "guest {what} of {len} byte(s) at {addr:#x}: no device claims it ({})",
                 if what == "read" {

@@ -43,11 +43,16 @@ pub fn kvm() -> KvmHandle {
 /// is the one cargo built, or $GRANULE_BIN (inside a test bed, where cargo's path is
 /// meaningless).
 pub fn granule(args: &[&str]) -> (i32, String, String) {
+    granule_logging(args, "warn")
+}
+
+/// [`granule`] with `RUST_LOG` set to `level`.
+pub fn granule_logging(args: &[&str], level: &str) -> (i32, String, String) {
     let bin =
         std::env::var("GRANULE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_granule").to_string());
     let out = std::process::Command::new(bin)
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", level)
         .output()
         .expect("cannot start the granule binary");
     (

@@ -61,7 +61,7 @@ pub struct StressArgs {
     #[arg(long, value_enum)]
     pub on_fault: Option<crate::stress::OnFault>,
     /// Run the benchmark this many times (a fresh VM each time).
-    #[arg(long, default_value = "1", value_parser = values::parse_vcpus)]
+    #[arg(long, default_value = "1", value_parser = values::parse_repeat)]
     pub repeat: usize,
     /// Write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]

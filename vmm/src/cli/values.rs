@@ -4,6 +4,8 @@ use std::time::Duration;
 
 /// The most vCPUs accepted on the command line; KVM's own limit is checked at run time.
 pub const MAX_VCPUS_ARG: usize = 4096;
+
+/// A vCPU count: 1 to [`MAX_VCPUS_ARG`].
 pub fn parse_vcpus(s: &str) -> Result<usize, String> {
     let n: usize = s.trim().parse().map_err(|_| {
         format!("invalid vCPU count '{s}': expected a whole number from 1 to {MAX_VCPUS_ARG}")
@@ -14,6 +16,19 @@ pub fn parse_vcpus(s: &str) -> Result<usize, String> {
         ));
     }
     Ok(n)
+}
+
+/// The most repeats `granule stress --repeat` accepts.
+pub const MAX_REPEAT: usize = 1000;
+
+/// How many times to repeat the benchmark: 1 to [`MAX_REPEAT`].
+pub fn parse_repeat(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_REPEAT).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid repeat count '{s}': expected a whole number from 1 to {MAX_REPEAT}"
+        )),
+    }
 }
 
 /// A leaf size for x86 planning: 2M or 1G.

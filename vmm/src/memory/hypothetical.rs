@@ -29,25 +29,26 @@ const BAR_FORM: &str = "expected gpa=ADDR,size=SIZE[,pa=ADDR][,hva_offset=SIZE] 
 
 pub fn parse_bar(spec: &str) -> Result<BarConfig, String> {
     let bad = |why: String| format!("invalid BAR '{spec}': {why}; {BAR_FORM}");
-    let (mut gpa, mut size, mut pa, mut hva_offset) = (None, None, None, 0);
+    let (mut gpa, mut size, mut pa, mut hva_offset) = (None, None, None, None);
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = part
             .split_once('=')
             .ok_or_else(|| bad(format!("'{part}' is not key=value")))?;
-        if !matches!(k, "gpa" | "size" | "pa" | "hva_offset") {
-            return Err(bad(format!("unknown key '{k}'")));
-        }
-        let val = parse_addr(v).ok_or_else(|| bad(format!("{k} '{v}' is not a number")))?;
-        match k {
-            "gpa" => gpa = Some(val),
-            "size" => size = Some(val),
-            "pa" => pa = Some(val),
-            "hva_offset" => hva_offset = val,
+        let slot = match k {
+            "gpa" => &mut gpa,
+            "size" => &mut size,
+            "pa" => &mut pa,
+            "hva_offset" => &mut hva_offset,
             _ => return Err(bad(format!("unknown key '{k}'"))),
+        };
+        if slot.is_some() {
+            return Err(bad(format!("'{k}' is given twice")));
         }
+        *slot = Some(parse_addr(v).ok_or_else(|| bad(format!("{k} '{v}' is not a number")))?);
     }
     let gpa = gpa.ok_or_else(|| bad("no gpa".into()))?;
     let size = size.ok_or_else(|| bad("no size".into()))?;
+    let hva_offset = hva_offset.unwrap_or(0);
     if size < K4 || !size.is_power_of_two() {
         return Err(bad(format!(
             "size {size:#x} is not a power of two of at least 4K"
@@ -55,6 +56,17 @@ pub fn parse_bar(spec: &str) -> Result<BarConfig, String> {
     }
     if gpa % K4 != 0 || hva_offset % K4 != 0 {
         return Err(bad("gpa and hva_offset must be multiples of 4K".into()));
+    }
+    for (k, v) in [
+        ("gpa", Some(gpa)),
+        ("pa", pa),
+        ("hva_offset", Some(hva_offset)),
+    ] {
+        if v.is_some_and(|v| v.checked_add(size).is_none()) {
+            return Err(bad(format!(
+                "{k} + size passes the end of the 64-bit address space"
+            )));
+        }
     }
     // Default: a naturally aligned host physical address, as PCI assigns BARs.
     let pa = pa.unwrap_or(0x100_0000_0000);
@@ -78,8 +90,26 @@ pub fn plan_input(
     let mut next_hva = HVA_BASE;
     let mut mappings = Vec::new();
     let mut zone_hva = Vec::new();
-    for z in zones {
-        let hva = next_hva.next_multiple_of(layout::zone_align(z)) + z.misalign;
+    // The next free host address after `size` bytes at `hva` (a 1 GiB gap between
+    // mappings), or the error naming `what` when the sizes run past 64 bits.
+    let after = |hva: u64, size: u64, what: String| {
+        hva.checked_add(size)
+            .and_then(|end| end.checked_next_multiple_of(G1))
+            .and_then(|end| end.checked_add(G1))
+            .ok_or(LayoutError::HostSpace { what, at: hva })
+    };
+    let place_at = |next: u64, align: u64, offset: u64, what: String| {
+        next.checked_next_multiple_of(align)
+            .and_then(|a| a.checked_add(offset))
+            .ok_or(LayoutError::HostSpace { what, at: next })
+    };
+    for (i, z) in zones.iter().enumerate() {
+        let hva = place_at(
+            next_hva,
+            layout::zone_align(z),
+            z.misalign,
+            format!("zone {i}"),
+        )?;
         zone_hva.push(hva);
         mappings.push(HostMapping {
             hva,
@@ -87,7 +117,7 @@ pub fn plan_input(
             kind: z.backing.host_kind(),
             page_size: z.backing.page_size(),
         });
-        next_hva = (hva + z.size).next_multiple_of(G1) + G1;
+        next_hva = after(hva, z.size, format!("zone {i}"))?;
     }
     let mut slots: Vec<SlotSpec> = placements
         .iter()
@@ -100,8 +130,8 @@ pub fn plan_input(
             dirty_log: false,
         })
         .collect();
-    for b in bars {
-        let hva = next_hva.next_multiple_of(b.size.min(G1)) + b.hva_offset;
+    for (i, b) in bars.iter().enumerate() {
+        let hva = place_at(next_hva, b.size.min(G1), b.hva_offset, format!("BAR {i}"))?;
         mappings.push(HostMapping {
             hva,
             size: b.size,
@@ -115,7 +145,7 @@ pub fn plan_input(
             hva,
             dirty_log: false,
         });
-        next_hva = (hva + b.size).next_multiple_of(G1) + G1;
+        next_hva = after(hva, b.size, format!("BAR {i}"))?;
     }
     Ok(PlanInput {
         target,

@@ -36,6 +36,8 @@ pub enum LayoutError {
     Overlap { a: usize, b: usize, at: u64 },
     #[error("memory zone {zone} does not fit below the top of the guest-physical address space")]
     TooHigh { zone: usize },
+    #[error("the zones and BARs together ({what} at {at:#x}) do not fit in a 64-bit host address space; plan less memory")]
+    HostSpace { what: String, at: u64 },
 }
 
 /// The alignment of a zone's GPA and HVA.

@@ -59,7 +59,8 @@ impl AlignedMmap {
     /// Maps `size` bytes of `backing` at an address aligned to `align`, plus `misalign`.
     pub fn new(backing: Backing, size: usize, align: usize, misalign: usize) -> io::Result<Self> {
         let reserve_len = size
-            .checked_add(align + misalign)
+            .checked_add(align)
+            .and_then(|n| n.checked_add(misalign))
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "zone too large"))?;
         // SAFETY: a fresh PROT_NONE anonymous reservation at a kernel-chosen address;
         // nothing else refers to it.
@@ -79,19 +80,27 @@ impl AlignedMmap {
         let base = base as usize;
         let target = base.next_multiple_of(align) + misalign;
         let mapped = Self::map_at(backing, target, size);
-        // Trim the reservation around the mapping (or all of it, on failure).
-        let (head, tail_start) = match &mapped {
-            Ok(_) => (target - base, target + size),
-            Err(_) => (0, base),
+        let (keep_start, keep_end) = match &mapped {
+            // Trim the reservation around the mapping.
+            Ok(()) => (target, target + size),
+            // A failed MAP_FIXED may have unmapped part of the target range, and a
+            // failed madvise leaves the mapping there: put the reservation back over
+            // it, so no other thread's mmap can land in a hole that the munmap below
+            // would then take away from it. If even that fails, leave the target range
+            // alone (leaked address space, never someone else's mapping unmapped).
+            Err(_) if reserve_fixed(target, size) => (base, base),
+            Err(_) => (target, target + size),
         };
-        let tail = base + reserve_len - tail_start;
-        // SAFETY: both ranges lie inside our own reservation and outside the live mapping.
+        // SAFETY: both ranges lie inside our own reservation and outside [keep_start,
+        // keep_end), which is either the live mapping or left untouched on purpose.
         unsafe {
-            if head > 0 {
-                libc::munmap(base as *mut libc::c_void, head);
+            if keep_start > base {
+                libc::munmap(base as *mut libc::c_void, keep_start - base);
             }
-            if tail > 0 {
-                libc::munmap(tail_start as *mut libc::c_void, tail);
+            let end = base + reserve_len;
+            if end > keep_end.max(base) {
+                let from = keep_end.max(base);
+                libc::munmap(from as *mut libc::c_void, end - from);
             }
         }
         mapped.map(|()| Self {
@@ -139,10 +148,8 @@ impl AlignedMmap {
         if let Some(advice) = advice {
             // SAFETY: advising our own fresh mapping.
             if unsafe { libc::madvise(p, size, advice) } != 0 {
-                let err = last_err("madvise on guest RAM");
-                // SAFETY: unmapping the mapping we just made and own.
-                unsafe { libc::munmap(p, size) };
-                return Err(err);
+                // The caller puts the reservation back over the mapping.
+                return Err(last_err("madvise on guest RAM"));
             }
         }
         // The fd may close now: the mapping keeps the memory alive.
@@ -160,6 +167,24 @@ impl AlignedMmap {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+}
+
+/// Replaces `addr..addr+len` (inside this process's own reservation) with a fresh
+/// PROT_NONE reservation; true if it did.
+fn reserve_fixed(addr: usize, len: usize) -> bool {
+    // SAFETY: the range lies inside a reservation this process made and still owns
+    // (the caller's), so MAP_FIXED replaces only that.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    p != libc::MAP_FAILED
 }
 
 impl Drop for AlignedMmap {

@@ -98,7 +98,8 @@ impl GuestRam {
         if zones.is_empty() {
             return Err(MemoryError::NoZones);
         }
-        let total = zones.iter().map(|z| z.size).sum::<u64>();
+        // Saturating: a sum past 64 bits is more than any host has, and says so below.
+        let total = zones.iter().fold(0u64, |t, z| t.saturating_add(z.size));
         if host_ram > 0 && total > host_ram {
             return Err(MemoryError::TooLarge {
                 total,

@@ -2,8 +2,8 @@
 //!
 //! Every input of [`leaf_at`] is constant between "breakpoints": slot and VMA edges,
 //! write-tracked range edges, and the guest-physical and host-virtual boundaries of each
-//! block size. The planner evaluates the rules once per interval between breakpoints
-//! (about one per 2 MiB) instead of once per page, then merges equal neighbours.
+//! block size next to them. The planner evaluates the rules once per interval between
+//! breakpoints instead of once per page, then merges equal neighbours.
 
 use std::collections::BTreeSet;
 
@@ -65,27 +65,54 @@ fn check(input: &PlanInput) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// The grid points of `size` around `x`: one below and two above, so a run of whole
+/// blocks begins and ends on both sides of every event.
+fn grid_around(x: u64, size: u64) -> [Option<u64>; 4] {
+    let down = x / size * size;
+    [
+        down.checked_sub(size),
+        Some(down),
+        down.checked_add(size),
+        down.checked_add(2 * size),
+    ]
+}
+
 fn breakpoints(input: &PlanInput, slot: &SlotSpec, sizes: &[u64]) -> Vec<u64> {
     let (start, end) = (slot.gpa, slot.gpa_end());
-    let mut points = BTreeSet::from([start, end]);
-    let to_gpa = |hva: u64| hva.checked_sub(slot.hva).map(|off| slot.gpa + off);
-    for &size in sizes {
-        let mut g = start.div_ceil(size) * size;
-        while g < end {
-            points.insert(g);
-            g += size;
-        }
-        let mut h = slot.hva.div_ceil(size) * size;
-        while h < slot.hva + slot.size {
-            points.extend(to_gpa(h));
-            h += size;
-        }
-    }
+    let to_gpa = |hva: u64| {
+        hva.checked_sub(slot.hva)
+            .and_then(|off| slot.gpa.checked_add(off))
+    };
+    let to_hva = |gpa: u64| {
+        gpa.checked_sub(slot.gpa)
+            .and_then(|off| slot.hva.checked_add(off))
+    };
+    // Events: where an input of the rules changes.
+    let mut events = vec![start, end];
     for m in &input.mappings {
-        points.extend([m.hva, m.hva + m.size].into_iter().filter_map(to_gpa));
+        events.extend(
+            [m.hva, m.hva.saturating_add(m.size)]
+                .into_iter()
+                .filter_map(to_gpa),
+        );
     }
     for &(s, e) in &input.write_tracked {
-        points.extend([s, e]);
+        events.extend([s, e]);
+    }
+    // Between the grid points around events, every block of every size sees the same
+    // slot, mapping, tracking and GPA/HVA congruence, so one decision holds for the
+    // whole run. This keeps the work per slot proportional to its events, not its size
+    // (a 1 PiB slot is a handful of ranges, not 2^29 of them).
+    let mut points = BTreeSet::from([start, end]);
+    for &e in events.iter().filter(|&&e| e >= start && e <= end) {
+        points.insert(e);
+        for &size in sizes {
+            points.extend(grid_around(e, size).into_iter().flatten());
+            if let Some(h) = to_hva(e) {
+                let near = grid_around(h, size).into_iter().flatten();
+                points.extend(near.filter_map(to_gpa));
+            }
+        }
     }
     points
         .into_iter()
