@@ -208,3 +208,83 @@ fn timeout_stops_a_guest_that_never_finishes() {
     assert_eq!(s.verdict, Verdict::TimedOut);
     assert_eq!(s.outcomes, vec![VcpuOutcome::Stopped; 2]);
 }
+
+/// A port whose reads block until released: a vCPU stuck in a device model.
+#[derive(Default)]
+struct BlockingPort {
+    state: std::sync::Mutex<(bool, bool)>, // (entered, released)
+    cv: std::sync::Condvar,
+}
+
+impl granule_devices::BusDevice for BlockingPort {
+    fn read(&self, _offset: u64, data: &mut [u8]) {
+        let mut s = self.state.lock().unwrap();
+        s.0 = true;
+        self.cv.notify_all();
+        while !s.1 {
+            s = self.cv.wait(s).unwrap();
+        }
+        data.fill(0);
+    }
+    fn write(&self, _offset: u64, _data: &[u8]) {}
+}
+
+/// Whether `[start, end)` is exactly one mapping of this process.
+fn mapped_exactly(start: u64, end: u64) -> bool {
+    let want = format!("{start:x}-{end:x} ");
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with(&want))
+}
+
+/// A vCPU that does not stop when asked (here: blocked in a device model) is reported,
+/// and the guest RAM it could still write stays mapped until its thread really ends.
+#[test]
+fn a_stuck_vcpu_keeps_guest_memory_mapped_until_its_thread_ends() {
+    if !common::kvm_available("a_stuck_vcpu_keeps_guest_memory_mapped_until_its_thread_ends") {
+        return;
+    }
+    let kvm = common::kvm();
+    let port = std::sync::Arc::new(BlockingPort::default());
+    let cfg = config(Program::PortProbe { port: 0x80 }, 1, 64 << 20);
+    let l = programs::launch_with(
+        &kvm,
+        &cfg,
+        std::io::sink(),
+        vec![(0x80, 4, port.clone())], // the program reads 4 bytes (in eax, dx)
+    )
+    .unwrap();
+    let slot = l.running.ram.slots()[0];
+    let (start, end) = (slot.hva, slot.hva + slot.size);
+    {
+        let s = port.state.lock().unwrap();
+        let (s, _) = port
+            .cv
+            .wait_timeout_while(s, Duration::from_secs(60), |s| !s.0)
+            .unwrap();
+        assert!(s.0, "the vCPU never read the blocking port");
+    }
+    let mut running = l.running;
+    let err = running.stop().unwrap_err();
+    assert!(
+        matches!(err, granule_vmm::vm::VmError::StopTimeout { index: 0, .. }),
+        "{err}"
+    );
+    drop(running);
+    assert!(
+        mapped_exactly(start, end),
+        "guest RAM was unmapped under a vCPU that may still run"
+    );
+    // Once the device lets go, the thread ends and takes the last reference along.
+    port.state.lock().unwrap().1 = true;
+    port.cv.notify_all();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mapped_exactly(start, end) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !mapped_exactly(start, end),
+        "guest RAM still mapped 30 s after the last vCPU thread ended"
+    );
+}

@@ -30,22 +30,36 @@ pub struct Launched {
     pub started: Instant,
 }
 
-/// Creates the VM for `cfg`, loads the program and starts every vCPU.
-#[cfg(not(target_arch = "x86_64"))]
-pub fn launch(
-    _kvm: &KvmHandle,
-    _cfg: &RunConfig,
-    _console: impl Write + Send + 'static,
-) -> Result<Launched, RunError> {
-    Err(RunError::Unsupported(std::env::consts::ARCH))
-}
+/// A device to put on the port bus besides the console: (base, length, device).
+pub type ExtraDevice = (u64, u64, std::sync::Arc<dyn granule_devices::BusDevice>);
 
 /// Creates the VM for `cfg`, loads the program and starts every vCPU.
-#[cfg(target_arch = "x86_64")]
 pub fn launch(
     kvm: &KvmHandle,
     cfg: &RunConfig,
     console: impl Write + Send + 'static,
+) -> Result<Launched, RunError> {
+    launch_with(kvm, cfg, console, Vec::new())
+}
+
+/// [`launch`], with `extra` devices on the port bus.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn launch_with(
+    _kvm: &KvmHandle,
+    _cfg: &RunConfig,
+    _console: impl Write + Send + 'static,
+    _extra: Vec<ExtraDevice>,
+) -> Result<Launched, RunError> {
+    Err(RunError::Unsupported(std::env::consts::ARCH))
+}
+
+/// [`launch`], with `extra` devices on the port bus.
+#[cfg(target_arch = "x86_64")]
+pub fn launch_with(
+    kvm: &KvmHandle,
+    cfg: &RunConfig,
+    console: impl Write + Send + 'static,
+    extra: Vec<ExtraDevice>,
 ) -> Result<Launched, RunError> {
     if cfg.vcpus > kvm.max_vcpus() {
         return Err(RunError::TooManyVcpus(cfg.vcpus, kvm.max_vcpus()));
@@ -75,6 +89,9 @@ pub fn launch(
             Arc::new(SerialPort::new(console)),
         )
         .map_err(RunError::Serial)?;
+    for (base, len, device) in extra {
+        vm.pio.insert(base, len, device).map_err(RunError::Serial)?;
+    }
     let mut fds = Vec::with_capacity(cfg.vcpus);
     for index in 0..cfg.vcpus {
         let fd = vm.create_vcpu(index)?;

@@ -17,7 +17,7 @@ use crate::kvm::KvmHandle;
 use crate::memory::ZoneConfig;
 use crate::vcpu::{VcpuEvent, VcpuOutcome};
 use crate::vm::{VmError, VmExit};
-pub use launch::{launch, Launched};
+pub use launch::{launch, launch_with, ExtraDevice, Launched};
 pub use verify::VerifyError;
 
 #[derive(Debug, Error)]

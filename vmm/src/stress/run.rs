@@ -264,7 +264,7 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
     let backend = crate::probe::Backend::detect().kind;
 
     // Host chunk, prefaulted as upstream (so guest faults need no allocation).
-    let chunk = Chunk::new(c.backing, g.slot_size)?;
+    let chunk = Arc::new(Chunk::new(c.backing, g.slot_size)?);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     // SAFETY: the chunk is our live read-write mapping of exactly that length.
     unsafe {
@@ -309,6 +309,7 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
     install_kick_handler().map_err(|e| StressError::Setup(format!("kick handler: {e}")))?;
     let rendezvous = Arc::new(Rendezvous::new(c.vcpus));
     let mut handles = Vec::with_capacity(c.vcpus);
+    let keep_mapped: Arc<dyn Send + Sync> = Arc::new((chunk.clone(), vm.ram.clone()));
     for vcpu in 0..c.vcpus {
         let fd = vm.create_vcpu(vcpu)?;
         arch::configure(&fd, &vm.fd, &setup, &image, vcpu)
@@ -324,6 +325,7 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
             range: (START_GPA, g.end),
             counts: WorkerCounts::default(),
             arch: setup.clone(),
+            keep_mapped: keep_mapped.clone(),
         };
         let t = std::thread::Builder::new()
             .name(format!("stress-vcpu{vcpu}"))
@@ -438,8 +440,9 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
         on_fault: c.on_fault,
         guest_page,
     };
-    // The VM (with its remaining slots) and the chunk drop here: KVM tears down the
-    // rest through the mmu_notifier, as upstream's exit without cleanup does.
+    // The VM (with its remaining slots) and the chunk drop here (once no worker thread
+    // holds them): KVM tears down the rest through the mmu_notifier, as upstream's exit
+    // without cleanup does.
     drop(vm);
     drop(chunk);
     Ok((result, info))

@@ -67,6 +67,14 @@ pub struct Worker {
     pub range: (u64, u64),
     pub counts: WorkerCounts,
     pub arch: Arc<arch::Setup>,
+    /// The host memory this vCPU can reach (the chunk and low RAM), held for as long as
+    /// the thread lives: a worker that does not stop when asked may still enter the
+    /// guest, so that memory must not be unmapped under it.
+    #[expect(
+        dead_code,
+        reason = "held, never read: dropping it with the thread is the point"
+    )]
+    pub keep_mapped: Arc<dyn Send + Sync>,
 }
 
 impl Worker {

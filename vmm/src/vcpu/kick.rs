@@ -6,7 +6,7 @@
 
 use std::cell::Cell;
 use std::ptr;
-use std::sync::Once;
+use std::sync::OnceLock;
 
 use kvm_bindings::kvm_run;
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
@@ -31,12 +31,13 @@ extern "C" fn handle_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc:
     }
 }
 
-/// Installs the kick handler once per process.
+/// Installs the kick handler once per process. A failure is returned to every caller,
+/// not only the first: without the handler no vCPU could be stopped.
 pub fn install_handler() -> Result<(), vmm_sys_util::errno::Error> {
-    static ONCE: Once = Once::new();
-    let mut result = Ok(());
-    ONCE.call_once(|| result = register_signal_handler(kick_signal(), handle_kick));
-    result
+    static RESULT: OnceLock<Result<(), i32>> = OnceLock::new();
+    RESULT
+        .get_or_init(|| register_signal_handler(kick_signal(), handle_kick).map_err(|e| e.errno()))
+        .map_err(vmm_sys_util::errno::Error::new)
 }
 
 /// Ties kicks received by the calling thread to `run` until the guard drops.

@@ -26,9 +26,19 @@ pub enum VcpuEvent {
 }
 
 /// What the loop does after one exit. Nothing here borrows the vCPU, so registers can be
-/// read after the exit (which borrows the vCPU's kvm_run) is gone.
+/// read and the coalesced ring drained after the exit (which borrows the vCPU's
+/// kvm_run) is gone.
 enum Step {
     Continue,
+    /// A guest access to a bus. The data lives in the vCPU's kvm_run mapping until the
+    /// next KVM_RUN; see [`VcpuRunner::access`].
+    Access {
+        bus: BusKind,
+        write: bool,
+        addr: u64,
+        data: *mut u8,
+        len: usize,
+    },
     /// A write of this value to the report port.
     Report(u32),
     Halted,
@@ -39,28 +49,47 @@ enum Step {
     RunFailed(i32),
 }
 
-/// Routes one exit to the buses; everything else becomes a [`Step`] to finish later.
-fn dispatch(exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus, report_port: Option<u16>) -> Step {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BusKind {
+    Pio,
+    Mmio,
+}
+
+fn access(bus: BusKind, write: bool, addr: u64, data: &mut [u8]) -> Step {
+    Step::Access {
+        bus,
+        write,
+        addr,
+        data: data.as_mut_ptr(),
+        len: data.len(),
+    }
+}
+
+/// Turns one exit into a [`Step`], handling nothing yet: KVM requires the coalesced
+/// ring to be processed before the exit that follows the buffered writes.
+fn classify(exit: VcpuExit<'_>, report_port: Option<u16>) -> Step {
     match exit {
         VcpuExit::IoOut(port, data) => {
             if Some(port) == report_port && data.len() == 4 {
                 return Step::Report(u32::from_le_bytes([data[0], data[1], data[2], data[3]]));
             }
-            pio.write(u64::from(port), data);
-            Step::Continue
+            Step::Access {
+                bus: BusKind::Pio,
+                write: true,
+                addr: u64::from(port),
+                data: data.as_ptr().cast_mut(),
+                len: data.len(),
+            }
         }
-        VcpuExit::IoIn(port, data) => {
-            pio.read(u64::from(port), data);
-            Step::Continue
-        }
-        VcpuExit::MmioWrite(addr, data) => {
-            mmio.write(addr, data);
-            Step::Continue
-        }
-        VcpuExit::MmioRead(addr, data) => {
-            mmio.read(addr, data);
-            Step::Continue
-        }
+        VcpuExit::IoIn(port, data) => access(BusKind::Pio, false, u64::from(port), data),
+        VcpuExit::MmioWrite(addr, data) => Step::Access {
+            bus: BusKind::Mmio,
+            write: true,
+            addr,
+            data: data.as_ptr().cast_mut(),
+            len: data.len(),
+        },
+        VcpuExit::MmioRead(addr, data) => access(BusKind::Mmio, false, addr, data),
         VcpuExit::Hlt => Step::Halted,
         VcpuExit::Shutdown => Step::Shutdown,
         VcpuExit::FailEntry(reason, _cpu) => Step::FailEntry(reason),
@@ -77,6 +106,10 @@ pub struct VcpuRunner {
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
     pub control: Arc<VcpuControl>,
+    /// Guest RAM, held for as long as this thread lives: a thread the VMM gave up on
+    /// (stuck in a device model) may still enter the guest, so the memory it can reach
+    /// must not be unmapped under it.
+    pub keep_ram: Arc<crate::memory::GuestRam>,
     pub events: Sender<VcpuEvent>,
     /// The built-in programs' report port, when the guest is one of them.
     pub report_port: Option<u16>,
@@ -123,9 +156,8 @@ impl VcpuRunner {
                     continue;
                 }
             }
-            self.drain_coalesced();
             let step = match self.fd.run() {
-                Ok(exit) => dispatch(exit, &self.pio, &self.mmio, self.report_port),
+                Ok(exit) => classify(exit, self.report_port),
                 Err(e) if e.errno() == libc::EINTR => {
                     // A kick: clear the flag the signal handler set, then re-read `desired`.
                     self.fd.set_kvm_immediate_exit(0);
@@ -134,9 +166,26 @@ impl VcpuRunner {
                 Err(e) if e.errno() == libc::EAGAIN => Step::Continue,
                 Err(e) => Step::RunFailed(e.errno()),
             };
+            // Writes KVM buffered during this KVM_RUN happened before the exit.
+            self.drain_coalesced();
             let regs = || RegsSnapshot::read(&self.fd);
             let outcome = match step {
                 Step::Continue => continue,
+                Step::Access {
+                    bus,
+                    write,
+                    addr,
+                    data,
+                    len,
+                } => {
+                    // SAFETY: `data..data+len` is the exit's data in this vCPU's kvm_run
+                    // mapping, which lives as long as `self.fd`; KVM set it up for this
+                    // exit and does not touch it until the next KVM_RUN, and nothing
+                    // since (the coalesced ring is another page) has written it.
+                    let data = unsafe { std::slice::from_raw_parts_mut(data, len) };
+                    self.access(bus, write, addr, data);
+                    continue;
+                }
                 Step::Report(raw) => match self.report(raw) {
                     Some(outcome) => outcome,
                     None => continue,
@@ -165,19 +214,39 @@ impl VcpuRunner {
         }
     }
 
-    /// Delivers the writes KVM buffered in the coalesced ring, in order, to the port
-    /// bus. Done before each KVM_RUN, so the ring never fills; only ports no device
-    /// claims are coalesced (see linux::setup), so a later exit never depends on them.
+    fn access(&self, bus: BusKind, write: bool, addr: u64, data: &mut [u8]) {
+        let bus = match bus {
+            BusKind::Pio => &self.pio,
+            BusKind::Mmio => &self.mmio,
+        };
+        if write {
+            bus.write(addr, data);
+        } else {
+            bus.read(addr, data);
+        }
+    }
+
+    /// Delivers the writes KVM buffered in the coalesced ring, in order, each to the bus
+    /// its entry names. Called after every KVM_RUN and before its exit is handled, as
+    /// KVM requires: a read that follows buffered writes (a PCI config data read after
+    /// its address write) then sees them.
     fn drain_coalesced(&mut self) {
-        let Some(lock) = &self.coalesced_ring else {
+        let Some(lock) = self.coalesced_ring.clone() else {
             return;
         };
-        let Ok(_one_reader) = lock.lock() else {
-            return;
-        };
+        // One reader at a time: the ring is the VM's, shared by every vCPU.
+        let _one_reader = lock.lock().unwrap_or_else(|p| p.into_inner());
         while let Ok(Some(e)) = self.fd.coalesced_mmio_read() {
             let len = (e.len as usize).min(e.data.len());
-            self.pio.write(e.phys_addr, &e.data[..len]);
+            // SAFETY: both members of this union are u32s (pad, pio): any bits are valid.
+            let pio = unsafe { e.__bindgen_anon_1.pio };
+            let bus = if pio != 0 {
+                BusKind::Pio
+            } else {
+                BusKind::Mmio
+            };
+            let mut data = e.data;
+            self.access(bus, true, e.phys_addr, &mut data[..len]);
         }
     }
 

@@ -34,7 +34,7 @@ pub enum VmError {
         index: usize,
         source: std::io::Error,
     },
-    #[error("vCPU {index} did not stop within {waited_ms} ms; its thread was left behind")]
+    #[error("vCPU {index} did not stop within {waited_ms} ms; its thread was left running, and the guest's memory stays mapped until it ends")]
     StopTimeout { index: usize, waited_ms: u128 },
 }
 
@@ -42,7 +42,8 @@ pub enum VmError {
 pub struct Vm {
     // Field order is drop order: the VM fd goes before the memory it maps.
     pub fd: VmFd,
-    pub ram: GuestRam,
+    /// Shared with every vCPU thread, so RAM stays mapped while any of them may run.
+    pub ram: Arc<GuestRam>,
     pub pio: Bus,
     pub mmio: Bus,
     /// Signalled whenever a vCPU thread ends, so an event loop can wait on it instead
@@ -63,7 +64,7 @@ impl Vm {
         ram.register(&fd)?;
         Ok(Self {
             fd,
-            ram,
+            ram: Arc::new(ram),
             pio: Bus::new("pio"),
             mmio: Bus::new("mmio"),
             exit_notifier: None,
@@ -98,7 +99,7 @@ impl Vm {
 /// A [`Vm`] taken apart for its vCPU threads.
 pub(crate) struct VmParts {
     pub fd: VmFd,
-    pub ram: GuestRam,
+    pub ram: Arc<GuestRam>,
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
     pub exit_notifier: Option<Arc<EventFd>>,

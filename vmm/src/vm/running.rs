@@ -51,7 +51,7 @@ pub struct RunningVm {
     events: Receiver<VcpuEvent>,
     outcomes: Vec<Option<VcpuOutcome>>,
     pub fd: VmFd,
-    pub ram: GuestRam,
+    pub ram: Arc<GuestRam>,
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
 }
@@ -88,16 +88,24 @@ pub(super) fn start(
             pio: running.pio.clone(),
             mmio: running.mmio.clone(),
             control: control.clone(),
+            keep_ram: running.ram.clone(),
             events: tx.clone(),
             report_port,
             exit_notifier: exit_notifier.clone(),
             coalesced_ring: coalesced_ring.clone(),
         };
-        let thread = std::thread::Builder::new()
+        let thread = match std::thread::Builder::new()
             .name(format!("vcpu{index}"))
             .spawn(move || runner.run())
-            .map_err(|source| VmError::Thread { index, source })?;
-        // On error above, `running` drops and stops the threads started so far.
+        {
+            Ok(t) => t,
+            Err(source) => {
+                // Only the threads started so far have outcomes to wait for: `running`
+                // drops and stops just those.
+                running.outcomes.truncate(running.vcpus.len());
+                return Err(VmError::Thread { index, source });
+            }
+        };
         running.vcpus.push(VcpuThread {
             control,
             thread: Some(thread),
