@@ -11,8 +11,16 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
 # The guest's own initramfs.
-mkdir -p "$stage/initrd/bin" "$stage/initrd/dev" "$stage/initrd/proc" "$stage/initrd/sys" "$stage/payload/guest"
+mkdir -p "$stage/initrd/bin" "$stage/initrd/dev" "$stage/initrd/proc" "$stage/initrd/sys" "$stage/payload/guest" \
+    "$stage/initrd/lib/modules"
 cp /bin/busybox "$stage/initrd/bin/busybox"
+# The pvpanic driver (a module in Debian's kernel), so a panic reaches granule through
+# its pvpanic device; init loads it. The kernel's modules sit beside the bzImage.
+mdir=$(echo "$(dirname "$bz")"/lib/modules/*/kernel/drivers/misc/pvpanic)
+for m in pvpanic pvpanic-mmio; do
+    [ -f "$mdir/$m.ko.xz" ] || die "$mdir/$m.ko.xz is missing: the guest needs the pvpanic driver"
+    xz -dc "$mdir/$m.ko.xz" > "$stage/initrd/lib/modules/$m.ko"
+done
 cp "$RESOURCES_DIR/guest/init" "$stage/initrd/init"
 (cd "$stage/initrd" && find . | cpio -o -H newc --quiet) | gzip -9 > "$stage/payload/guest/initrd.cpio.gz"
 

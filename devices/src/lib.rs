@@ -6,6 +6,7 @@ pub mod boot_timer;
 pub mod bus;
 pub mod platform_event;
 pub mod power;
+pub mod pvpanic;
 pub mod serial;
 
 pub use bus::{Access, Bus, BusDevice, BusError};

@@ -23,6 +23,10 @@ pub enum PlatformEvent {
     Reset(ResetSource),
     /// The guest wrote the boot timer's magic value, at this time.
     UserspaceReached(Instant),
+    /// The guest kernel's pvpanic driver signalled a panic.
+    Panicked {
+        crash_kernel_loaded: bool,
+    },
 }
 
 /// Where devices send events: a channel, plus an eventfd that wakes the VMM's event

@@ -1,5 +1,5 @@
-//! The serial console's host side: guest output to a writer (stdout) while watching for
-//! a kernel panic, and host input (stdin) pumped into the UART as fast as the guest
+//! The serial console's host side: guest output queued for stdout while watching for
+//! a kernel panic line, and host input (stdin) pumped into the UART as fast as the guest
 //! reads it, through the event-manager loop. A terminal on stdin is put in
 //! non-canonical, no-echo mode for the run (the guest echoes) and restored afterwards.
 
@@ -14,6 +14,8 @@ use granule_devices::serial::{EventFdTrigger, InputDrained};
 use granule_devices::SerialPort;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::output::OutputQueue;
+
 /// The Linux guest's UART.
 pub type ConsoleSerial = SerialPort<ConsoleOut, EventFdTrigger, InputDrained>;
 
@@ -22,26 +24,25 @@ const PANIC_MARKER: &str = "Kernel panic - not syncing: ";
 /// Longest console line the watcher keeps; the guest controls line length.
 const MAX_LINE: usize = 1024;
 
-/// The panic the guest printed, and when.
+/// The latest panic line the guest printed, and when: the reason given for a panic
+/// that the pvpanic device (or, without its driver, a reset right after the line)
+/// signals. Text alone never ends the VM: any guest process can print it.
 pub type PanicSlot = Arc<Mutex<Option<(String, Instant)>>>;
 
-/// Guest console output: passed through to `out`, and scanned line by line for a
-/// kernel panic.
+/// Guest console output: queued for stdout (never blocking the vCPU, see
+/// [`super::output`]) and scanned line by line for a kernel panic line.
 pub struct ConsoleOut {
-    out: Box<dyn Write + Send>,
+    out: OutputQueue,
     line: Vec<u8>,
     panic: PanicSlot,
-    /// Signalled when a panic line is seen.
-    wake: Option<Arc<EventFd>>,
 }
 
 impl ConsoleOut {
-    pub fn new(out: Box<dyn Write + Send>, panic: PanicSlot, wake: Option<Arc<EventFd>>) -> Self {
+    pub fn new(out: OutputQueue, panic: PanicSlot) -> Self {
         Self {
             out,
             line: Vec::new(),
             panic,
-            wake,
         }
     }
 
@@ -49,13 +50,8 @@ impl ConsoleOut {
         let text = String::from_utf8_lossy(&self.line);
         if let Some(at) = text.find(PANIC_MARKER) {
             if let Ok(mut slot) = self.panic.lock() {
-                if slot.is_none() {
-                    let reason = text[at..].trim_end().to_string();
-                    *slot = Some((reason, Instant::now()));
-                    if let Some(w) = &self.wake {
-                        let _ = w.write(1);
-                    }
-                }
+                let reason = text[at..].trim_end().to_string();
+                *slot = Some((reason, Instant::now()));
             }
         }
         self.line.clear();
@@ -72,18 +68,12 @@ impl Write for ConsoleOut {
                 _ => {}
             }
         }
-        // A closed stdout must not stop the guest: its output is dropped then.
-        match self.out.write_all(buf) {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(buf.len()),
-            r => r.map(|()| buf.len()),
-        }
+        self.out.push(buf);
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match self.out.flush() {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            r => r,
-        }
+        Ok(())
     }
 }
 
@@ -252,36 +242,31 @@ impl Drop for TerminalMode {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_panic_line_is_caught_with_its_reason_and_output_passes_through() {
+    fn console() -> (ConsoleOut, PanicSlot) {
         let slot = PanicSlot::default();
-        let sink = Arc::new(Mutex::new(Vec::new()));
-        struct Shared(Arc<Mutex<Vec<u8>>>);
-        impl Write for Shared {
-            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut out = ConsoleOut::new(Box::new(Shared(sink.clone())), slot.clone(), None);
+        let (_writer, queue) =
+            super::super::output::ConsoleWriter::spawn(Box::new(io::sink()), 1 << 20).unwrap();
+        (ConsoleOut::new(queue, slot.clone()), slot)
+    }
+
+    #[test]
+    fn the_latest_panic_line_is_kept_as_the_reason() {
+        let (mut out, slot) = console();
         out.write_all(b"[    1.0] booting\r\n").unwrap();
         assert!(slot.lock().unwrap().is_none());
+        out.write_all(b"Kernel panic - not syncing: printed by a process\n")
+            .unwrap();
         let text = b"[    2.5] Kernel panic - not syncing: sysrq triggered crash\r\n";
         for b in text {
             out.write_all(&[*b]).unwrap(); // byte by byte, as the UART delivers
         }
         let (reason, _) = slot.lock().unwrap().clone().unwrap();
         assert_eq!(reason, "Kernel panic - not syncing: sysrq triggered crash");
-        assert!(sink.lock().unwrap().ends_with(text));
     }
 
     #[test]
     fn overlong_lines_are_cut_not_stored() {
-        let slot = PanicSlot::default();
-        let mut out = ConsoleOut::new(Box::new(io::sink()), slot, None);
+        let (mut out, _) = console();
         out.write_all(&vec![b'x'; 100_000]).unwrap();
         assert_eq!(out.line.len(), MAX_LINE);
     }

@@ -6,9 +6,12 @@
 
 mod console;
 mod cpuid;
+mod ending;
 pub mod kernel;
+mod output;
 mod run;
 mod setup;
+pub mod signals;
 pub mod summary;
 mod vcpu;
 
@@ -97,6 +100,8 @@ pub enum BootError {
     MsrRefused { index: usize, msr: u32 },
     #[error(transparent)]
     Bus(#[from] granule_devices::BusError),
+    #[error("cannot set up the console output: {0}")]
+    Console(std::io::Error),
     #[error("cannot create an eventfd: {0}")]
     EventFd(std::io::Error),
     #[error("the console event loop failed: {0}")]

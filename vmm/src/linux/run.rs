@@ -1,45 +1,32 @@
 //! The run of a Linux guest: vCPU threads plus the main thread's event-manager loop,
-//! which pumps console input and watches for power events, panics, crashed vCPUs, the
-//! timeout and Ctrl-C.
+//! which pumps console input and waits for whatever ends the run (power events, a
+//! panic, a crashed vCPU, the timeout, Ctrl-C); [`super::ending`] decides which.
 
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
-use granule_devices::{PlatformEvent, ResetSource};
-use vmm_sys_util::signal::register_signal_handler;
+use granule_devices::PlatformEvent;
 
 use super::console::{StdinPump, TerminalMode, WakeListener};
+use super::ending::EndJudge;
+use super::output::{ConsoleWriter, OutputEnd, QUEUE_BYTES};
 use super::setup::{prepare, Prepared};
-use super::summary::{BootSummary, BootTimes, End, LeafShare};
+use super::signals::InterruptScope;
+use super::summary::{BootSummary, BootTimes, ConsoleLoss, End, LeafShare};
 use super::{BootError, LinuxConfig};
 use crate::kvm::KvmHandle;
-use crate::vcpu::{VcpuEvent, VcpuOutcome};
+use crate::vcpu::VcpuEvent;
 use crate::vm::RunningVm;
 
 /// The longest the main loop sleeps without an event (a safety net: every event that
 /// ends a run also wakes it).
 const MAX_WAIT: Duration = Duration::from_secs(1);
-/// How long a panicking kernel may keep printing (its backtrace) before granule ends
-/// the VM; a kernel with `panic=N` resets sooner and ends it that way.
-const PANIC_GRACE: Duration = Duration::from_secs(2);
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-/// The main loop's wake-up eventfd, for the signal handler (-1: none).
-static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_interrupt(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-    let fd = WAKE_FD.load(Ordering::SeqCst);
-    if fd >= 0 {
-        let one = 1u64;
-        // SAFETY: write(2) is async-signal-safe; `one` lives for the call and is the
-        // 8 bytes an eventfd expects. The fd stays open while WAKE_FD holds it (it is
-        // reset before the eventfd is dropped).
-        unsafe { libc::write(fd, std::ptr::addr_of!(one).cast(), 8) };
-    }
-}
+/// How long granule waits, after the guest ended, for queued console output to reach
+/// stdout; a stdout that is not read then gets the rest dropped (and counted).
+const OUTPUT_WAIT: Duration = Duration::from_secs(2);
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -47,6 +34,31 @@ fn ms(d: Duration) -> f64 {
 
 /// Boots `cfg.kernel` and runs it until it ends; console on stdin/stdout.
 pub fn boot(kvm: &KvmHandle, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
+    // A duplicate of fd 1, written only by the console writer thread.
+    let stdout = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(BootError::Console)?;
+    let (writer, queue) = ConsoleWriter::spawn(Box::new(File::from(stdout)), QUEUE_BYTES)
+        .map_err(BootError::Console)?;
+    let result = prepare(kvm, cfg, queue).and_then(|p| run(p, cfg));
+    let output = writer.finish(OUTPUT_WAIT);
+    if output != OutputEnd::default() {
+        tracing::warn!(
+            "guest console output lost: {} bytes dropped while stdout was not read, {} bytes still unwritten at the end",
+            output.dropped,
+            output.unwritten
+        );
+    }
+    let mut summary = result?;
+    summary.console = ConsoleLoss {
+        dropped_bytes: output.dropped,
+        unwritten_bytes: output.unwritten,
+    };
+    Ok(summary)
+}
+
+fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
     let Prepared {
         vm,
         vcpus,
@@ -55,93 +67,24 @@ pub fn boot(kvm: &KvmHandle, cfg: &LinuxConfig) -> Result<BootSummary, BootError
         events,
         wake,
         panic,
+        pvpanic,
         format,
         guest_page_size,
-    } = prepare(kvm, cfg, Box::new(std::io::stdout()))?;
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        if let Err(e) = register_signal_handler(sig, on_interrupt) {
-            tracing::warn!("cannot handle signal {sig}: {e}");
-        }
-    }
+    } = p;
+    // Dropped on every return below: handlers restored, wake fd unpublished.
+    let interrupts = InterruptScope::install(wake.clone());
     let mut manager = EventManager::<Box<dyn MutEventSubscriber>>::new()
         .map_err(|e| BootError::EventLoop(format!("{e:?}")))?;
     let pump = StdinPump::new(drained, serial).map_err(BootError::EventFd)?;
     manager.add_subscriber(Box::new(pump));
-    WAKE_FD.store(wake.as_raw_fd(), Ordering::SeqCst);
     manager.add_subscriber(Box::new(WakeListener(wake)));
     let _terminal = TerminalMode::raw_if_tty();
 
     let vcpus_started = cfg.process_start.elapsed();
     let mut running = vm.start(vcpus, None)?;
     let deadline = cfg.timeout.map(|t| Instant::now() + t);
-    let mut userspace = None;
-    let mut end = None;
-    while end.is_none() {
-        let panic_at = panic
-            .lock()
-            .ok()
-            .and_then(|p| p.as_ref().map(|(_, at)| *at));
-        let wait = [
-            Some(MAX_WAIT),
-            deadline.map(|d| d.saturating_duration_since(Instant::now())),
-            panic_at.map(|at| (at + PANIC_GRACE).saturating_duration_since(Instant::now())),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(MAX_WAIT);
-        // Round up so a deadline is reached, not spun on in zero-length waits.
-        let wait_ms = i32::try_from(wait.as_millis() + 1).unwrap_or(i32::MAX);
-        match manager.run_with_timeout(wait_ms) {
-            Ok(_) => {}
-            Err(event_manager::Error::Epoll(e)) if e.errno() == libc::EINTR => {}
-            Err(e) => return Err(BootError::EventLoop(format!("{e:?}"))),
-        }
-        let panicked = panic.lock().ok().and_then(|p| p.clone());
-        while let Ok(ev) = events.try_recv() {
-            match ev {
-                PlatformEvent::UserspaceReached(at) => {
-                    userspace = Some(at.saturating_duration_since(cfg.process_start));
-                }
-                PlatformEvent::PowerOff => end = end.or(Some(End::PowerOff)),
-                PlatformEvent::Reset(via) => {
-                    let e = match &panicked {
-                        Some((reason, _)) => End::Panic {
-                            reason: reason.clone(),
-                        },
-                        None => End::Reboot {
-                            via: match via {
-                                ResetSource::AcpiResetRegister => "ACPI reset register",
-                                ResetSource::I8042 => "i8042 reset",
-                            }
-                            .into(),
-                        },
-                    };
-                    end = end.or(Some(e));
-                }
-            }
-        }
-        end = end
-            .or_else(|| crashed(&mut running, panicked.as_ref().map(|p| &p.0)))
-            .or_else(|| match &panicked {
-                Some((reason, at)) if at.elapsed() > PANIC_GRACE => Some(End::Panic {
-                    reason: reason.clone(),
-                }),
-                _ => None,
-            })
-            .or_else(|| {
-                deadline
-                    .filter(|d| Instant::now() >= *d)
-                    .map(|_| End::TimedOut)
-            })
-            .or_else(|| {
-                INTERRUPTED
-                    .load(Ordering::SeqCst)
-                    .then_some(End::Interrupted)
-            });
-    }
-    WAKE_FD.store(-1, Ordering::SeqCst);
-    let end = end.unwrap_or(End::Interrupted);
+    let mut judge = EndJudge::new(panic, Box::new(move || pvpanic.driver_bound()), deadline);
+    let end = wait_for_end(&mut manager, &events, &mut running, &mut judge, &interrupts)?;
     // Outcomes after a stop are all "stopped" or already recorded; the end says why.
     running.stop()?;
     let stage2 = stage2_report(&running, guest_page_size);
@@ -156,31 +99,50 @@ pub fn boot(kvm: &KvmHandle, cfg: &LinuxConfig) -> Result<BootSummary, BootError
         end,
         boot: BootTimes {
             vcpus_started_ms: ms(vcpus_started),
-            userspace_ms: userspace.map(ms),
+            userspace_ms: judge
+                .userspace
+                .map(|at| ms(at.saturating_duration_since(cfg.process_start))),
         },
         stage2_share: stage2.observed.as_ref().map(LeafShare::from_counts),
         stage2,
+        console: ConsoleLoss::default(),
     })
 }
 
-/// The first vCPU that ended badly, as the run's end. A triple fault after a panic
-/// line is the panic.
-fn crashed(running: &mut RunningVm, panic: Option<&String>) -> Option<End> {
-    while let Some(ev) = running.next_event(Duration::ZERO) {
-        let VcpuEvent::Exited { vcpu, outcome } = ev else {
-            continue;
-        };
-        match (&outcome, panic) {
-            (VcpuOutcome::Stopped, _) => {}
-            (VcpuOutcome::Shutdown { .. }, Some(reason)) => {
-                return Some(End::Panic {
-                    reason: reason.clone(),
-                })
+/// Runs the event loop until the judge names an end.
+fn wait_for_end(
+    manager: &mut EventManager<Box<dyn MutEventSubscriber>>,
+    events: &Receiver<PlatformEvent>,
+    running: &mut RunningVm,
+    judge: &mut EndJudge,
+    interrupts: &InterruptScope,
+) -> Result<End, BootError> {
+    loop {
+        let wait = judge.next_wake(Instant::now(), MAX_WAIT);
+        // Round up so a deadline is reached, not spun on in zero-length waits.
+        let wait_ms = i32::try_from(wait.as_millis() + 1).unwrap_or(i32::MAX);
+        match manager.run_with_timeout(wait_ms) {
+            Ok(_) => {}
+            Err(event_manager::Error::Epoll(e)) if e.errno() == libc::EINTR => {}
+            Err(e) => return Err(BootError::EventLoop(format!("{e:?}"))),
+        }
+        let now = Instant::now();
+        while let Ok(ev) = events.try_recv() {
+            if let Some(end) = judge.platform(ev, now) {
+                return Ok(end);
             }
-            _ => return Some(End::Crashed { vcpu, outcome }),
+        }
+        while let Some(ev) = running.next_event(Duration::ZERO) {
+            if let VcpuEvent::Exited { vcpu, outcome } = ev {
+                if let Some(end) = judge.vcpu_ended(vcpu, outcome, now) {
+                    return Ok(end);
+                }
+            }
+        }
+        if let Some(end) = judge.tick(now, interrupts.interrupted()) {
+            return Ok(end);
         }
     }
-    None
 }
 
 /// The stage-2 report after boot: the guest may have touched any of its RAM, so the

@@ -1,6 +1,5 @@
 //! Building a Linux guest's VM, up to vCPUs ready to run.
 
-use std::io::Write;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 
@@ -12,6 +11,7 @@ use granule_arch::x86_64::boot::{acpi, e820, tables, zero_page};
 use granule_arch::x86_64::layout::{COM1_PORT, MMIO_HOLE_END, MMIO_HOLE_START};
 use granule_devices::boot_timer::BootTimer;
 use granule_devices::power::{acpi_power_len, AcpiPower, I8042Reset, I8042_LEN};
+use granule_devices::pvpanic::{PvPanic, PVPANIC_LEN};
 use granule_devices::serial::{EventFdTrigger, InputDrained, SERIAL_PORT_LEN};
 use granule_devices::{EventSink, PlatformEvent, SerialPort};
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
@@ -20,6 +20,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::console::{ConsoleOut, ConsoleSerial, PanicSlot};
 use super::kernel::{self, KernelFormat};
+use super::output::OutputQueue;
 use super::{vcpu, BootError, LinuxConfig};
 use crate::kvm::KvmHandle;
 use crate::memory::GuestRam;
@@ -39,6 +40,7 @@ pub struct Prepared {
     /// Signalled by platform events, vCPU exits and a panic line.
     pub wake: Arc<EventFd>,
     pub panic: PanicSlot,
+    pub pvpanic: Arc<PvPanic>,
     pub format: KernelFormat,
     pub guest_page_size: u64,
 }
@@ -75,7 +77,7 @@ fn kvm_step<T>(what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T,
 pub fn prepare(
     kvm: &KvmHandle,
     cfg: &LinuxConfig,
-    out: Box<dyn Write + Send>,
+    out: OutputQueue,
 ) -> Result<Prepared, BootError> {
     if cfg.vcpus > kvm.max_vcpus() {
         return Err(BootError::TooManyVcpus(cfg.vcpus, kvm.max_vcpus()));
@@ -160,7 +162,7 @@ pub fn prepare(
     let serial = Arc::new(SerialPort::with_interrupt(
         EventFdTrigger(irq),
         InputDrained(drained_dev),
-        ConsoleOut::new(out, panic.clone(), Some(wake.clone())),
+        ConsoleOut::new(out, panic.clone()),
     ));
     vm.pio
         .insert(u64::from(COM1_PORT), SERIAL_PORT_LEN, serial.clone())?;
@@ -182,8 +184,11 @@ pub fn prepare(
     vm.pio.insert(
         u64::from(ports::BOOT_TIMER),
         1,
-        Arc::new(BootTimer::new(ports::BOOT_TIMER_MAGIC, sink)),
+        Arc::new(BootTimer::new(ports::BOOT_TIMER_MAGIC, sink.clone())),
     )?;
+    let pvpanic = Arc::new(PvPanic::new(sink));
+    vm.pio
+        .insert(u64::from(ports::PVPANIC), PVPANIC_LEN, pvpanic.clone())?;
 
     // vCPUs.
     let supported = kvm_step(
@@ -221,6 +226,7 @@ pub fn prepare(
         events,
         wake,
         panic,
+        pvpanic,
         format: loaded.format,
         guest_page_size: crate::vcpu::setup_x86_64::guest_page_size(&supported),
     })

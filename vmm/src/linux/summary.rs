@@ -18,8 +18,8 @@ pub enum End {
     PowerOff,
     /// The guest asked for a reset; granule ends the VM instead of restarting it.
     Reboot { via: String },
-    /// The kernel panicked; the reason is its panic line.
-    Panic { reason: String },
+    /// The kernel panicked; the reason is its panic line, `via` how granule knows.
+    Panic { reason: String, via: String },
     /// A vCPU crashed (triple fault without a panic, KVM error, unhandled exit).
     Crashed { vcpu: usize, outcome: VcpuOutcome },
     /// `--timeout` passed.
@@ -44,7 +44,9 @@ impl End {
             Self::Reboot { via } => {
                 format!("the guest asked to reboot ({via}); granule ends the VM rather than restarting it")
             }
-            Self::Panic { reason } => format!("the guest kernel panicked: {reason}"),
+            Self::Panic { reason, via } => {
+                format!("the guest kernel panicked: {reason} (signalled by {via})")
+            }
             Self::Crashed { vcpu, outcome } => format!("vCPU {vcpu} crashed: {outcome}"),
             Self::TimedOut => "the timeout passed; the guest was stopped".into(),
             Self::Interrupted => "interrupted; the guest was stopped".into(),
@@ -105,6 +107,17 @@ pub struct BootSummary {
     /// KVM's leaves when the guest ended (None where KVM reports no counts).
     pub stage2_share: Option<LeafShare>,
     pub stage2: Stage2Report,
+    /// Guest console output that never reached stdout (stdout not read or closed).
+    pub console: ConsoleLoss,
+}
+
+/// Console output lost on the way to stdout; both zero when all of it was written.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ConsoleLoss {
+    /// Dropped while stdout was not being read and the queue was full.
+    pub dropped_bytes: u64,
+    /// Still queued when granule stopped waiting for stdout at the end.
+    pub unwritten_bytes: u64,
 }
 
 /// The lines granule prints on stderr after the run.
@@ -153,6 +166,7 @@ mod tests {
         assert_eq!(End::Reboot { via: "x".into() }.exit_code(), 0);
         let p = End::Panic {
             reason: "Kernel panic - not syncing: oops".into(),
+            via: "pvpanic".into(),
         };
         assert_eq!(p.exit_code(), 3);
         assert!(p.describe().contains("not syncing: oops"));

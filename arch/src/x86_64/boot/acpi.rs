@@ -11,7 +11,8 @@
 //! with no timer interrupts, while the hardware-reduced one boots; Cloud Hypervisor and
 //! Firecracker use it too. The price: x86 Linux then maps no ISA IRQs by itself, so the
 //! DSDT declares COM1 (PNP0501) with its port and IRQ 4, and the kernel's 8250 PNP
-//! driver wires that IRQ through the I/O APIC.
+//! driver wires that IRQ through the I/O APIC. The DSDT also declares a pvpanic
+//! device, so a kernel panic reaches granule as a device write.
 
 use super::layout::{ports, COM1_IRQ, IOAPIC_ADDR, LAPIC_ADDR, SLEEP_TYPE_S5};
 use crate::x86_64::layout::COM1_PORT;
@@ -75,34 +76,57 @@ fn gas_io_byte(port: u16) -> [u8; 12] {
     g
 }
 
-/// AML for `Device (COM1)` under `\_SB`: _HID PNP0501, _UID 1, and a _CRS with
-/// I/O ports 0x3f8-0x3ff and IRQ 4 (edge, active high).
-fn com1_aml() -> Vec<u8> {
-    let port = COM1_PORT.to_le_bytes();
-    let irq_mask = (1u16 << COM1_IRQ).to_le_bytes();
-    #[rustfmt::skip]
-    let resources = [
-        0x47, 0x01, port[0], port[1], port[0], port[1], 0x00, 0x08, // IO (Decode16, 8 ports)
-        0x22, irq_mask[0], irq_mask[1],                             // IRQNoFlags
-        0x79, 0x00,                                                 // end tag
-    ];
+/// AML for `Scope (\_SB) { Device (name) { ids; Name (_CRS, Buffer { resources }) } }`.
+/// Every package here is under 64 bytes, so each PkgLength is one byte (checked by the
+/// tests: the devices are fixed).
+fn device_in_sb(name: &[u8; 4], ids: &[u8], resources: &[u8]) -> Vec<u8> {
     let mut dev = Vec::new();
-    dev.extend_from_slice(b"COM1");
-    // Name (_HID, EisaId ("PNP0501"))
-    dev.extend_from_slice(&[0x08, b'_', b'H', b'I', b'D', 0x0c, 0x41, 0xd0, 0x05, 0x01]);
-    // Name (_UID, One)
-    dev.extend_from_slice(&[0x08, b'_', b'U', b'I', b'D', 0x01]);
+    dev.extend_from_slice(name);
+    dev.extend_from_slice(ids);
     // Name (_CRS, Buffer (n) { resources })
     dev.extend_from_slice(&[0x08, b'_', b'C', b'R', b'S', 0x11]);
     dev.push((1 + 2 + resources.len()) as u8); // PkgLength, BytePrefix, size, data
     dev.extend_from_slice(&[0x0a, resources.len() as u8]);
-    dev.extend_from_slice(&resources);
+    dev.extend_from_slice(resources);
     let mut device = vec![0x5b, 0x82, (dev.len() + 1) as u8]; // DeviceOp, PkgLength
     device.extend_from_slice(&dev);
     let mut scope = vec![0x10, (1 + 5 + device.len()) as u8]; // ScopeOp, PkgLength
     scope.extend_from_slice(b"\\_SB_");
     scope.extend_from_slice(&device);
     scope
+}
+
+/// An I/O port range resource descriptor (Decode16, fixed base) for `len` ports.
+fn io_resource(port: u16, len: u8) -> [u8; 8] {
+    let p = port.to_le_bytes();
+    [0x47, 0x01, p[0], p[1], p[0], p[1], 0x00, len]
+}
+
+/// AML for `Device (COM1)` under `\_SB`: _HID PNP0501, _UID 1, and a _CRS with
+/// I/O ports 0x3f8-0x3ff and IRQ 4 (edge, active high).
+fn com1_aml() -> Vec<u8> {
+    let irq_mask = (1u16 << COM1_IRQ).to_le_bytes();
+    let mut resources = io_resource(COM1_PORT, 8).to_vec();
+    resources.extend_from_slice(&[0x22, irq_mask[0], irq_mask[1]]); // IRQNoFlags
+    resources.extend_from_slice(&[0x79, 0x00]); // end tag
+    #[rustfmt::skip]
+    let ids = [
+        0x08, b'_', b'H', b'I', b'D', 0x0c, 0x41, 0xd0, 0x05, 0x01, // Name (_HID, EisaId ("PNP0501"))
+        0x08, b'_', b'U', b'I', b'D', 0x01,                         // Name (_UID, One)
+    ];
+    device_in_sb(b"COM1", &ids, &resources)
+}
+
+/// AML for the pvpanic device, `Device (PEVT)` under `\_SB`: _HID "QEMU0001" and one
+/// I/O port. Linux's pvpanic driver reads the port once when it binds (the features
+/// granule offers) and writes it when the kernel panics: a panic signal that guest
+/// user space cannot fake by printing.
+fn pvpanic_aml() -> Vec<u8> {
+    let mut resources = io_resource(ports::PVPANIC, 1).to_vec();
+    resources.extend_from_slice(&[0x79, 0x00]);
+    let mut ids = vec![0x08, b'_', b'H', b'I', b'D', 0x0d]; // Name (_HID, "QEMU0001")
+    ids.extend_from_slice(b"QEMU0001\0");
+    device_in_sb(b"PEVT", &ids, &resources)
 }
 
 fn dsdt() -> Vec<u8> {
@@ -121,6 +145,7 @@ fn dsdt() -> Vec<u8> {
         SLEEP_TYPE_S5,
     ];
     aml.extend_from_slice(&com1_aml());
+    aml.extend_from_slice(&pvpanic_aml());
     table(b"DSDT", 2, &aml)
 }
 
@@ -298,6 +323,25 @@ mod tests {
         assert_eq!(u16::from_le_bytes([res[2], res[3]]), 0x3f8);
         assert_eq!(u16::from_le_bytes([res[9], res[10]]), 1 << 4, "IRQ 4");
         assert_eq!(&res[res.len() - 2..], &[0x79, 0x00]);
+    }
+
+    #[test]
+    fn pvpanic_device_aml_is_well_formed_and_in_the_dsdt() {
+        let a = pvpanic_aml();
+        assert_eq!(a[1] as usize, a.len() - 1, "scope length covers the rest");
+        assert!(a.len() < 64, "one-byte package lengths");
+        assert_eq!(a[9] as usize, a.len() - 9, "device length covers the rest");
+        assert_eq!(&a[10..14], b"PEVT");
+        let hid = a.windows(4).position(|w| w == b"_HID").unwrap() + 4;
+        assert_eq!(&a[hid..hid + 10], b"\x0dQEMU0001\0");
+        let crs = a.windows(4).position(|w| w == b"_CRS").unwrap() + 4;
+        assert_eq!(crs + a[crs + 1] as usize + 1, a.len());
+        let res = &a[crs + 4..];
+        assert_eq!(u16::from_le_bytes([res[2], res[3]]), ports::PVPANIC);
+        assert_eq!(res[7], 1, "one port");
+        let all = walk(&build(0xe_0000, 1));
+        let dsdt = &all.iter().find(|(s, _)| s == b"DSDT").unwrap().1;
+        assert!(dsdt.windows(a.len()).any(|w| w == a.as_slice()));
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub mod ports {
     /// userspace.
     pub const BOOT_TIMER: u16 = 0x440;
     pub const BOOT_TIMER_MAGIC: u8 = 123;
+    /// The pvpanic device (QEMU's ISA port): the guest kernel writes the panic event.
+    pub const PVPANIC: u16 = 0x505;
 }
 
 /// The ACPI sleep type granule's DSDT gives \_S5 (soft off).
