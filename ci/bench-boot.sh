@@ -12,7 +12,11 @@ source .cache/bed/manifest.env
 img=.cache/bed/x86_64-bench-boot.cpio.gz
 resources/qemu-payload.sh .cache/bed/qemu-payload.cpio.gz
 cat "$X86_64_BOOT_INITRD" .cache/bed/qemu-payload.cpio.gz > "$img"
-ci/x86-bed-run.sh "$img" bench-boot $((rounds * 100 + 120)) 3G "granule.rounds=$rounds granule.boot_cpus=$cpus"
+# The bed configuration of the boot tests (tests/bed; README, "How the test beds run"):
+# one bed vCPU. GRANULE_BED_TCG / GRANULE_BED_SMP override it for experiments.
+# Each boot may take up to 120 s (2-vCPU boots take 15-35 s here).
+GRANULE_BED_SMP=${GRANULE_BED_SMP:-1} ci/x86-bed-run.sh "$img" bench-boot $((rounds * 400 + 120)) 3G \
+    "granule.rounds=$rounds granule.boot_cpus=$cpus granule.boot_timeout=120"
 log=target/bed-logs/x86_64-bench-boot.log
 python3 - "$log" "$cpus" <<'PY'
 import re, statistics, sys

@@ -45,7 +45,11 @@ else
 fi
 
 echo "== cargo test"
-cargo test --workspace --locked 2>&1 | tee "$test_out"
+# --no-fail-fast: every test binary runs even after a failure, so the report is whole.
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$test_out"
+test_rc=${PIPESTATUS[0]}
+set -e
 passed=$(grep -o '[0-9]* passed' "$test_out" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -o '[0-9]* failed' "$test_out" | awk '{s+=$1} END {print s+0}')
 
@@ -69,3 +73,7 @@ if [ -n "$missing" ]; then
     exit 1
 fi
 echo "total: $passed passed, $failed failed"
+if [ "$test_rc" != 0 ]; then
+    echo "error: cargo test failed (exit $test_rc); the failing tests are listed above" >&2
+    exit 1
+fi
