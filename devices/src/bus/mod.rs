@@ -4,9 +4,14 @@
 //! access lies wholly inside one device's range. Anything else is unclaimed: reads see
 //! all-ones (what real hardware returns for a master abort), writes are dropped, and the
 //! first such access per address is logged so a misbehaving guest cannot flood the log.
+//!
+//! Devices can be added, removed and moved while vCPUs run (a guest reprogramming a PCI
+//! BAR moves the device's range): the map is behind a lock that an access holds only to
+//! find its device, never while the device runs, so a device may even move itself from
+//! inside its own write.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use thiserror::Error;
 
@@ -28,6 +33,8 @@ pub enum BusError {
     Overflow { base: u64, len: u64 },
     #[error("device range {base:#x}+{len:#x} overlaps the device at {other:#x}")]
     Overlap { base: u64, len: u64, other: u64 },
+    #[error("no device starts at {base:#x}")]
+    NoDevice { base: u64 },
 }
 
 /// What became of an access.
@@ -40,71 +47,107 @@ pub enum Access {
 /// How many distinct unclaimed addresses are logged before the bus goes quiet.
 const MAX_LOGGED_UNCLAIMED: usize = 64;
 
+#[derive(Clone)]
 struct Entry {
     len: u64,
     device: Arc<dyn BusDevice>,
 }
 
+type DeviceMap = BTreeMap<u64, Entry>;
+
 /// A bus: named for log messages ("pio", "mmio").
 pub struct Bus {
     name: &'static str,
-    devices: BTreeMap<u64, Entry>,
+    devices: RwLock<DeviceMap>,
     logged: Mutex<HashSet<u64>>,
+}
+
+/// Checks that `[base, base + len)` is a valid range free in `map`; returns its end.
+fn check_free(map: &DeviceMap, base: u64, len: u64) -> Result<u64, BusError> {
+    if len == 0 {
+        return Err(BusError::Empty { base });
+    }
+    let end = base
+        .checked_add(len)
+        .ok_or(BusError::Overflow { base, len })?;
+    if let Some((&other, e)) = map.range(..end).next_back() {
+        if other + e.len > base {
+            return Err(BusError::Overlap { base, len, other });
+        }
+    }
+    Ok(end)
 }
 
 impl Bus {
     pub fn new(name: &'static str) -> Self {
         Self {
             name,
-            devices: BTreeMap::new(),
+            devices: RwLock::new(BTreeMap::new()),
             logged: Mutex::new(HashSet::new()),
         }
     }
 
+    fn map(&self) -> std::sync::RwLockReadGuard<'_, DeviceMap> {
+        // Every update below leaves the map consistent before it could panic.
+        self.devices.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn map_mut(&self) -> std::sync::RwLockWriteGuard<'_, DeviceMap> {
+        self.devices.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Claims `[base, base + len)` for `device`.
-    pub fn insert(
-        &mut self,
-        base: u64,
-        len: u64,
-        device: Arc<dyn BusDevice>,
-    ) -> Result<(), BusError> {
-        if len == 0 {
-            return Err(BusError::Empty { base });
+    pub fn insert(&self, base: u64, len: u64, device: Arc<dyn BusDevice>) -> Result<(), BusError> {
+        let mut map = self.map_mut();
+        check_free(&map, base, len)?;
+        map.insert(base, Entry { len, device });
+        Ok(())
+    }
+
+    /// Releases the range that starts at `base`; returns its device.
+    pub fn remove(&self, base: u64) -> Result<Arc<dyn BusDevice>, BusError> {
+        self.map_mut()
+            .remove(&base)
+            .map(|e| e.device)
+            .ok_or(BusError::NoDevice { base })
+    }
+
+    /// Moves the range that starts at `base` to start at `new_base`, in one step: no
+    /// access sees the device at both places or at neither.
+    pub fn relocate(&self, base: u64, new_base: u64) -> Result<(), BusError> {
+        let mut map = self.map_mut();
+        let entry = map.remove(&base).ok_or(BusError::NoDevice { base })?;
+        if let Err(e) = check_free(&map, new_base, entry.len) {
+            map.insert(base, entry);
+            return Err(e);
         }
-        let end = base
-            .checked_add(len)
-            .ok_or(BusError::Overflow { base, len })?;
-        let before = self.devices.range(..end).next_back();
-        if let Some((&other, e)) = before {
-            if other + e.len > base {
-                return Err(BusError::Overlap { base, len, other });
-            }
-        }
-        self.devices.insert(base, Entry { len, device });
+        map.insert(new_base, entry);
         Ok(())
     }
 
     /// True when any device's range overlaps `[base, base + len)`.
     pub fn claims_any(&self, base: u64, len: u64) -> bool {
         let end = base.saturating_add(len);
-        self.devices
+        self.map()
             .range(..end)
             .next_back()
             .is_some_and(|(&b, e)| b + e.len > base)
     }
 
-    /// The device whose range holds all of `[addr, addr + len)`, with the offset.
-    fn find(&self, addr: u64, len: usize) -> Option<(&Entry, u64)> {
-        let (&base, entry) = self.devices.range(..=addr).next_back()?;
+    /// The device whose range holds all of `[addr, addr + len)`, with the offset. The
+    /// lock is released before the device is called.
+    fn find(&self, addr: u64, len: usize) -> Option<(Arc<dyn BusDevice>, u64)> {
+        let map = self.map();
+        let (&base, entry) = map.range(..=addr).next_back()?;
         let offset = addr - base;
         let end = offset.checked_add(len as u64)?;
-        (end <= entry.len).then_some((entry, offset))
+        (end <= entry.len).then(|| (entry.device.clone(), offset))
     }
 
     pub fn read(&self, addr: u64, data: &mut [u8]) -> Access {
         match self.find(addr, data.len()) {
-            Some((e, offset)) => {
-                e.device.read(offset, data);
+            Some((device, offset)) => {
+                device.read(offset, data);
                 Access::Claimed
             }
             None => {
@@ -117,8 +160,8 @@ impl Bus {
 
     pub fn write(&self, addr: u64, data: &[u8]) -> Access {
         match self.find(addr, data.len()) {
-            Some((e, offset)) => {
-                e.device.write(offset, data);
+            Some((device, offset)) => {
+                device.write(offset, data);
                 Access::Claimed
             }
             None => {

@@ -16,7 +16,7 @@ impl BusDevice for Probe {
 }
 
 fn bus_with_probe() -> (Bus, Arc<Probe>) {
-    let mut bus = Bus::new("test");
+    let bus = Bus::new("test");
     let probe = Arc::new(Probe::default());
     bus.insert(0x3f8, 8, probe.clone()).unwrap();
     (bus, probe)
@@ -58,7 +58,7 @@ fn unclaimed_logging_is_bounded() {
 
 #[test]
 fn ranges_are_validated() {
-    let (mut bus, probe) = bus_with_probe();
+    let (bus, probe) = bus_with_probe();
     assert_eq!(
         bus.insert(0x3fc, 2, probe.clone()),
         Err(BusError::Overlap {
@@ -96,4 +96,99 @@ fn claims_any_sees_partial_overlaps_only() {
     assert!(!bus.claims_any(0x3f0, 8));
     assert!(!bus.claims_any(0x400, 4));
     assert!(!bus.claims_any(0xcf8, 4));
+}
+
+#[test]
+fn a_device_can_be_removed_and_moved_and_a_failed_move_leaves_it_in_place() {
+    let (bus, probe) = bus_with_probe();
+    bus.insert(0x2f8, 8, Arc::new(Probe::default())).unwrap();
+    // Onto the other device: refused, nothing changes.
+    assert_eq!(
+        bus.relocate(0x3f8, 0x2fc),
+        Err(BusError::Overlap {
+            base: 0x2fc,
+            len: 8,
+            other: 0x2f8
+        })
+    );
+    assert_eq!(bus.write(0x3f8, &[1]), Access::Claimed);
+    // A move: the old range is free, the new one reaches the same device at offset 0.
+    bus.relocate(0x3f8, 0x1000).unwrap();
+    assert_eq!(bus.write(0x3f8, &[2]), Access::Unclaimed);
+    assert_eq!(bus.write(0x1001, &[3]), Access::Claimed);
+    assert_eq!(*probe.last.lock().unwrap(), Some((1, vec![3])));
+    assert_eq!(
+        bus.relocate(0x3f8, 0),
+        Err(BusError::NoDevice { base: 0x3f8 })
+    );
+    assert!(bus.remove(0x1000).is_ok());
+    assert!(bus.remove(0x2f8).is_ok());
+    assert!(!bus.claims_any(0, u64::MAX));
+    assert_eq!(
+        bus.remove(0x1000).err(),
+        Some(BusError::NoDevice { base: 0x1000 })
+    );
+}
+
+/// Moves itself to the address written to it, as a PCI BAR does when the guest
+/// reprograms it: the bus lock is not held while a device runs.
+struct SelfMoving {
+    bus: std::sync::Weak<Bus>,
+    at: Mutex<u64>,
+}
+
+impl BusDevice for SelfMoving {
+    fn read(&self, _: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+    fn write(&self, _: u64, data: &[u8]) {
+        let to = u64::from(data[0]) << 8;
+        let mut at = self.at.lock().unwrap();
+        if let Some(bus) = self.bus.upgrade() {
+            bus.relocate(*at, to).unwrap();
+            *at = to;
+        }
+    }
+}
+
+#[test]
+fn a_device_can_move_itself_while_handling_an_access() {
+    let bus = Arc::new(Bus::new("test"));
+    let dev = Arc::new(SelfMoving {
+        bus: Arc::downgrade(&bus),
+        at: Mutex::new(0x100),
+    });
+    bus.insert(0x100, 4, dev).unwrap();
+    assert_eq!(bus.write(0x100, &[0x20]), Access::Claimed);
+    assert!(!bus.claims_any(0x100, 4));
+    assert!(bus.claims_any(0x2000, 4));
+    assert_eq!(bus.write(0x2000, &[0x30]), Access::Claimed);
+    assert!(bus.claims_any(0x3000, 1));
+}
+
+#[test]
+fn accesses_see_the_device_whole_while_it_moves_back_and_forth() {
+    let (bus, _probe) = bus_with_probe();
+    let bus = Arc::new(bus);
+    let reader = {
+        let bus = bus.clone();
+        std::thread::spawn(move || {
+            for _ in 0..20_000 {
+                for addr in [0x3f9, 0x8001] {
+                    let mut b = [0u8; 1];
+                    // Claimed: the device at offset 1; unclaimed: all-ones. Nothing else.
+                    match bus.read(addr, &mut b) {
+                        Access::Claimed => assert_eq!(b, [1]),
+                        Access::Unclaimed => assert_eq!(b, [0xff]),
+                    }
+                }
+            }
+        })
+    };
+    while !reader.is_finished() {
+        bus.relocate(0x3f8, 0x8000).unwrap();
+        bus.relocate(0x8000, 0x3f8).unwrap();
+    }
+    reader.join().unwrap();
+    assert!(bus.claims_any(0x3f8, 8) && !bus.claims_any(0x8000, 8));
 }
