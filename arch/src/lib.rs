@@ -6,8 +6,10 @@
 //! VMM can drive x86_64 today and aarch64 later through [`GuestImage`].
 
 pub mod aarch64;
+pub mod address_map;
 pub mod image;
 pub mod report;
 pub mod x86_64;
 
+pub use address_map::{AddressMap, FixedRegion};
 pub use image::{GuestImage, ImageError, Program, RamRange, VcpuEntry};

@@ -1,9 +1,9 @@
 //! granule: a KVM virtual machine monitor that knows the host mapping size behind every
 //! guest-physical range. This library holds the VMM; `main.rs` is the CLI on top.
 
+pub mod allocators;
 pub mod cli;
 pub mod kvm;
-#[cfg(target_arch = "x86_64")]
 pub mod linux;
 pub mod memory;
 pub mod observe;

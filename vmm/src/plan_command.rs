@@ -82,17 +82,13 @@ pub fn run(a: &PlanArgs) -> Result<PlanOutput, PlanCommandError> {
     if a.mmu == Some(MmuArg::Tdp) && a.guest_page != M2 {
         return Err(PlanCommandError::GuestPageWithoutShadow);
     }
-    // x86 keeps RAM out of the 32-bit MMIO hole; arm64 `virt` RAM starts at 1 GiB.
-    let (base, holes) = match target {
-        Target::Arm64 { .. } => (0x4000_0000, vec![]),
-        _ => (
-            0,
-            vec![(
-                granule_arch::x86_64::layout::MMIO_HOLE_START,
-                granule_arch::x86_64::layout::MMIO_HOLE_END,
-            )],
-        ),
+    // The VM's own address map: x86 keeps RAM out of the 32-bit hole, arm64 RAM
+    // starts at 1 GiB as on QEMU's `virt`.
+    let map = match target {
+        Target::Arm64 { .. } => &granule_arch::address_map::AARCH64,
+        _ => &granule_arch::address_map::X86_64,
     };
+    let (base, holes) = (map.ram_base, map.ram_holes.to_vec());
     let input = hypothetical::plan_input(&a.memory, &a.bar, target, base, &holes)?;
     Ok(PlanOutput {
         arch,

@@ -66,7 +66,7 @@ pub fn launch_with(
     }
     let guest_ram = GuestRam::new(
         &cfg.zones,
-        &[(layout::MMIO_HOLE_START, layout::MMIO_HOLE_END)],
+        granule_arch::address_map::X86_64.ram_holes,
         crate::probe::host_memory(),
     )
     .map_err(|e| RunError::Vm(e.into()))?;
@@ -78,7 +78,7 @@ pub fn launch_with(
     let guest_page_size = setup_x86_64::guest_page_size(&supported);
     let image = programs::build(&cfg.program, &ram, cfg.vcpus, guest_page_size)?;
 
-    let mut vm = Vm::new(kvm, guest_ram)?;
+    let vm = Vm::new(kvm, guest_ram)?;
     for (gpa, bytes) in &image.writes {
         vm.ram.write(*gpa, bytes).map_err(RunError::Load)?;
     }

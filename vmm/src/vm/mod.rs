@@ -1,5 +1,6 @@
 //! A VM: the KVM VM fd, its RAM and I/O buses, and its running vCPU threads.
 
+mod resources;
 mod running;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::kvm::KvmHandle;
 use crate::memory::{GuestRam, MemoryError};
 
+pub use resources::{ResourceError, VmResources};
 pub use running::{RunningVm, VmExit, STOP_TIMEOUT};
 
 #[derive(Debug, Error)]
@@ -22,6 +24,8 @@ pub enum VmError {
     TssAddr(kvm_ioctls::Error),
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    #[error("laying out the VM's resources: {0}")]
+    Resources(#[from] resources::ResourceError),
     #[error("KVM_CREATE_VCPU {index} failed: {source}")]
     CreateVcpu {
         index: usize,
@@ -46,6 +50,8 @@ pub struct Vm {
     pub ram: Arc<GuestRam>,
     pub pio: Bus,
     pub mmio: Bus,
+    /// MMIO windows, ports, memslot ids and GSIs for devices, from the arch's map.
+    pub resources: VmResources,
     /// Signalled whenever a vCPU thread ends, so an event loop can wait on it instead
     /// of polling.
     pub exit_notifier: Option<Arc<EventFd>>,
@@ -62,11 +68,19 @@ impl Vm {
         fd.set_tss_address(granule_arch::x86_64::layout::KVM_TSS_ADDR as usize)
             .map_err(VmError::TssAddr)?;
         ram.register(&fd)?;
+        #[cfg(target_arch = "x86_64")]
+        let map = &granule_arch::address_map::X86_64;
+        #[cfg(target_arch = "aarch64")]
+        let map = &granule_arch::address_map::AARCH64;
+        let ram_end = ram.ranges().iter().map(|r| r.end()).max().unwrap_or(0);
+        let max_slots = u32::try_from(kvm.max_memslots()).unwrap_or(u32::MAX);
+        let resources = VmResources::new(map, ram_end, ram.slots().len() as u32, max_slots)?;
         Ok(Self {
             fd,
             ram: Arc::new(ram),
             pio: Bus::new("pio"),
             mmio: Bus::new("mmio"),
+            resources,
             exit_notifier: None,
             coalesced_ring: None,
         })
@@ -90,6 +104,7 @@ impl Vm {
             ram: self.ram,
             pio: Arc::new(self.pio),
             mmio: Arc::new(self.mmio),
+            resources: self.resources,
             exit_notifier: self.exit_notifier,
             coalesced_ring: self.coalesced_ring,
         }
@@ -102,6 +117,7 @@ pub(crate) struct VmParts {
     pub ram: Arc<GuestRam>,
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
+    pub resources: VmResources,
     pub exit_notifier: Option<Arc<EventFd>>,
     pub coalesced_ring: Option<Arc<std::sync::Mutex<()>>>,
 }

@@ -54,6 +54,9 @@ pub struct RunningVm {
     pub ram: Arc<GuestRam>,
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
+    /// Device windows, ports, memslot ids and GSIs, for devices added or moved while
+    /// the vCPUs run.
+    pub resources: super::VmResources,
 }
 
 pub(super) fn start(
@@ -67,6 +70,7 @@ pub(super) fn start(
         ram,
         pio,
         mmio,
+        resources,
         exit_notifier,
         coalesced_ring,
     } = vm.into_parts();
@@ -79,6 +83,7 @@ pub(super) fn start(
         ram,
         pio,
         mmio,
+        resources,
     };
     for (index, vcpu_fd) in fds.into_iter().enumerate() {
         let control = Arc::new(VcpuControl::default());
