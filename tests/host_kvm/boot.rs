@@ -72,6 +72,27 @@ fn bad_kernel_files_get_a_clear_error_naming_the_file() {
         assert!(out.is_empty(), "{name}: no guest ran: {out}");
         assert!(!err.contains("panicked"), "{name}: {err}");
     }
+    // A FIFO nobody writes, and a directory: refused at once, never waited on.
+    let fifo = dir.file("fifo");
+    let c = std::ffi::CString::new(fifo.clone()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (what, path) in [("kernel", &fifo), ("kernel", &dir.file(""))] {
+        let (code, _, err) = granule(&["run", "--kernel", path, "--timeout", "5"]);
+        assert_eq!(code, 1, "{path}: {err}");
+        assert!(
+            err.contains(&format!("the {what}")) && err.contains("not a regular file"),
+            "{err}"
+        );
+    }
+    let kernel = dir.file("good");
+    std::fs::write(&kernel, &full).unwrap();
+    let (code, _, err) = granule(&["run", "--kernel", &kernel, "--initrd", &fifo]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("initramfs") && err.contains("not a regular file"),
+        "{err}"
+    );
     let missing = dir.file("missing");
     let (code, _, err) = granule(&["run", "--kernel", &missing]);
     assert_eq!(code, 1);

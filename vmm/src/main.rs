@@ -105,7 +105,6 @@ fn run_program(args: &RunArgs) -> Result<ExitCode> {
 }
 
 /// `granule run --kernel`: boots Linux; the exit code says how the guest ended.
-#[cfg(target_arch = "x86_64")]
 fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<ExitCode> {
     use granule_vmm::linux::{self, LinuxConfig, DEFAULT_CMDLINE};
     let kvm = KvmHandle::open()?;
@@ -129,11 +128,6 @@ fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<ExitCo
     write_json(args.report.as_deref(), &summary.stage2)?;
     write_json(args.json.as_deref(), &summary)?;
     Ok(ExitCode::from(summary.exit_code))
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn run_linux(_args: &RunArgs, _process_start: std::time::Instant) -> Result<ExitCode> {
-    anyhow::bail!("booting a Linux kernel is supported on x86_64 hosts only so far")
 }
 
 /// Writes `value` as pretty JSON to `path`, when a path was given.

@@ -38,6 +38,10 @@ pub struct ConsoleOut {
 }
 
 impl ConsoleOut {
+    #[cfg_attr(
+        not(target_arch = "x86_64"),
+        allow(dead_code, reason = "only the x86_64 backend builds a console so far")
+    )]
     pub fn new(out: OutputQueue, panic: PanicSlot) -> Self {
         Self {
             out,
@@ -201,6 +205,8 @@ impl MutEventSubscriber for WakeListener {
 
 /// Puts a terminal on stdin into non-canonical, no-echo mode; restores it on drop.
 /// Signals stay on, so Ctrl-C still stops granule (which then powers the VM down).
+/// Hand-written rather than vmm-sys-util's `Terminal`: its raw mode also turns signals
+/// off (Ctrl-C would go to the guest) and it restores a fixed mode, not the user's own.
 pub struct TerminalMode {
     saved: Option<libc::termios>,
 }

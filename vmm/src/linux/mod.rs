@@ -1,19 +1,28 @@
-//! Booting a Linux kernel (`granule run --kernel`): x86_64 only. The kernel and
-//! initramfs are read and checked before anything is mapped; then the VM gets RAM laid
-//! out as for every granule guest (huge-page aligned, a hole at 3-4 GiB), the in-kernel
-//! irqchip and PIT, ACPI tables, a COM1 console and the platform devices, and the
-//! vCPUs run until the guest powers off, reboots, panics or crashes.
+//! Booting a Linux kernel (`granule run --kernel`). The kernel and initramfs are read
+//! and checked before anything is mapped; a per-architecture backend ([`backend`];
+//! `x86_64/`, `aarch64/`) builds the VM up to vCPUs ready to run; the arch-neutral run
+//! ([`run`]) then drives the console, the event loop and the vCPUs until the guest
+//! powers off, reboots, panics or crashes, and says how ([`ending`], [`summary`]).
+//! Only the x86_64 backend boots a kernel so far.
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+mod backend;
 mod console;
-mod cpuid;
 mod ending;
-pub mod kernel;
+pub mod files;
 mod output;
 mod run;
-mod setup;
 pub mod signals;
 pub mod summary;
-mod vcpu;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
+
+/// This host's boot backend.
+#[cfg(target_arch = "aarch64")]
+type HostBoot = aarch64::Arm64Boot;
+#[cfg(target_arch = "x86_64")]
+type HostBoot = x86_64::X86Boot;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -100,6 +109,10 @@ pub enum BootError {
     MsrRefused { index: usize, msr: u32 },
     #[error(transparent)]
     Bus(#[from] granule_devices::BusError),
+    #[error("booting Linux is not supported on {0} hosts yet")]
+    Unsupported(&'static str),
+    #[error("cannot write the zero page: {0}")]
+    ZeroPage(linux_loader::configurator::Error),
     #[error("cannot set up the console output: {0}")]
     Console(std::io::Error),
     #[error("cannot create an eventfd: {0}")]

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use granule_devices::PlatformEvent;
 
+use super::backend::{BootBackend, Prepared};
 use super::console::{StdinPump, TerminalMode, WakeListener};
 use super::ending::EndJudge;
 use super::output::{ConsoleWriter, OutputEnd, QUEUE_BYTES};
-use super::setup::{prepare, Prepared};
 use super::signals::InterruptScope;
 use super::summary::{BootSummary, BootTimes, ConsoleLoss, End, LeafShare};
 use super::{BootError, LinuxConfig};
@@ -41,7 +41,7 @@ pub fn boot(kvm: &KvmHandle, cfg: &LinuxConfig) -> Result<BootSummary, BootError
         .map_err(BootError::Console)?;
     let (writer, queue) = ConsoleWriter::spawn(Box::new(File::from(stdout)), QUEUE_BYTES)
         .map_err(BootError::Console)?;
-    let result = prepare(kvm, cfg, queue).and_then(|p| run(p, cfg));
+    let result = super::HostBoot::prepare(kvm, cfg, queue).and_then(|p| run(p, cfg));
     let output = writer.finish(OUTPUT_WAIT);
     if output != OutputEnd::default() {
         tracing::warn!(

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::kernel::KernelFormat;
+use super::files::KernelFormat;
 use crate::report::Stage2Report;
 use crate::vcpu::VcpuOutcome;
 

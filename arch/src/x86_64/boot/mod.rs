@@ -12,7 +12,6 @@ pub mod layout;
 #[cfg(target_arch = "x86_64")]
 pub mod regs;
 pub mod tables;
-pub mod zero_page;
 
 use thiserror::Error;
 

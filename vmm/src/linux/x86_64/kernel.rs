@@ -1,5 +1,5 @@
-//! Reading and checking the kernel and initramfs files before any VM exists, then
-//! loading them with linux-loader and placing the command line.
+//! x86_64 kernels: checking a bzImage or ELF vmlinux before any VM exists, then loading
+//! it with linux-loader; the command line and the initramfs placement.
 //!
 //! Only a kernel's first bytes are read for the checks; linux-loader then reads the file
 //! straight into guest memory (one copy, no buffer the size of the kernel).
@@ -13,27 +13,18 @@ use granule_arch::x86_64::boot::elf::{self, ElfInfo};
 use granule_arch::x86_64::boot::layout::{CMDLINE_MAX, HIMEM_START};
 use granule_arch::x86_64::boot::KernelError;
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
-use serde::Serialize;
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::GuestAddress;
 
-use super::BootError;
+use crate::linux::files::{open_file, KernelFormat};
+use crate::linux::BootError;
 use crate::memory::GuestRam;
 
-/// Files larger than this are refused rather than read into memory.
-const MAX_FILE: u64 = 2 << 30;
 /// How much of a kernel is read for its checks: the bzImage setup header, or the ELF
 /// and program headers.
 const HEAD_LEN: u64 = 64 << 10;
 /// The command-line limit for an ELF kernel, which has no header to say (x86's
 /// COMMAND_LINE_SIZE minus the NUL).
 const ELF_CMDLINE_MAX: usize = 2047;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KernelFormat {
-    BzImage,
-    Elf,
-}
 
 /// A kernel file that passed its checks, open for loading.
 pub struct KernelImage {
@@ -55,55 +46,10 @@ pub struct LoadedKernel {
     /// End of what the kernel occupies while it starts (for a bzImage, its load address
     /// plus init_size: room to decompress in place).
     pub end: u64,
-    /// The setup header to copy into the zero page (empty for ELF).
-    pub setup_header: Vec<u8>,
+    /// The setup header to copy into the zero page (None for ELF).
+    pub setup_header: Option<linux_loader::loader::bootparam::setup_header>,
     /// The highest address the initramfs may end at.
     pub initrd_limit: u64,
-}
-
-/// Opens a file, checking it is a regular file of sane size; returns it and its length.
-pub fn open_file(what: &'static str, path: &Path) -> Result<(File, u64), BootError> {
-    let err = |error| BootError::ReadFile {
-        what,
-        path: path.to_owned(),
-        error,
-    };
-    let file = File::open(path).map_err(err)?;
-    let meta = file.metadata().map_err(err)?;
-    if !meta.is_file() {
-        return Err(BootError::NotAFile {
-            what,
-            path: path.to_owned(),
-        });
-    }
-    if meta.len() > MAX_FILE {
-        return Err(BootError::FileTooLarge {
-            what,
-            path: path.to_owned(),
-            size: meta.len(),
-            max: MAX_FILE,
-        });
-    }
-    Ok((file, meta.len()))
-}
-
-/// Reads `len` bytes of `file` straight into guest memory at `gpa` (no copy through a
-/// buffer: an initramfs may be hundreds of MiB).
-pub fn read_into(
-    ram: &GuestRam,
-    gpa: u64,
-    what: &'static str,
-    path: &Path,
-    file: &mut File,
-    len: u64,
-) -> Result<(), BootError> {
-    ram.guest_memory()
-        .read_exact_volatile_from(GuestAddress(gpa), file, len as usize)
-        .map_err(|e| BootError::ReadFile {
-            what,
-            path: path.to_owned(),
-            error: std::io::Error::other(e.to_string()),
-        })
 }
 
 /// Opens and checks a kernel: a bzImage (by its "HdrS" header) or an ELF vmlinux.
@@ -172,7 +118,7 @@ impl KernelImage {
                     format: KernelFormat::BzImage,
                     entry: load + ENTRY_64_OFFSET,
                     end: r.kernel_end.max(load + u64::from(info.init_size)),
-                    setup_header: info.header.clone(),
+                    setup_header: r.setup_header,
                     initrd_limit: u64::from(info.initrd_addr_max) + 1,
                 })
             }
@@ -182,7 +128,7 @@ impl KernelImage {
                     format: KernelFormat::Elf,
                     entry: r.kernel_load.0,
                     end: info.load_end,
-                    setup_header: Vec::new(),
+                    setup_header: None,
                     // Without a header, stay below 2 GiB as the protocol's default.
                     initrd_limit: 0x8000_0000,
                 })

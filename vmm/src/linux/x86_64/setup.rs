@@ -1,49 +1,36 @@
-//! Building a Linux guest's VM, up to vCPUs ready to run.
+//! Building an x86_64 Linux guest's VM, up to vCPUs ready to run: RAM around the
+//! 32-bit hole, the in-kernel irqchip and PIT (before any vCPU, as KVM requires),
+//! ACPI tables, the zero page, the platform devices and each vCPU's state.
 
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::channel;
 use std::sync::Arc;
 
 use granule_arch::x86_64::boot::layout::SLEEP_TYPE_S5;
 use granule_arch::x86_64::boot::layout::{
     ports, ACPI_ADDR, CMDLINE_ADDR, COM1_IRQ, ZERO_PAGE_ADDR,
 };
-use granule_arch::x86_64::boot::{acpi, e820, tables, zero_page};
-use granule_arch::x86_64::layout::{COM1_PORT, MMIO_HOLE_END, MMIO_HOLE_START};
+use granule_arch::x86_64::boot::{acpi, e820, tables};
+use granule_arch::x86_64::layout::{COM1_PORT, MMIO_HOLE_START};
 use granule_devices::boot_timer::BootTimer;
 use granule_devices::power::{acpi_power_len, AcpiPower, I8042Reset, I8042_LEN};
 use granule_devices::pvpanic::{PvPanic, PVPANIC_LEN};
 use granule_devices::serial::{EventFdTrigger, InputDrained, SERIAL_PORT_LEN};
-use granule_devices::{EventSink, PlatformEvent, SerialPort};
+use granule_devices::{EventSink, SerialPort};
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::VcpuFd;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::console::{ConsoleOut, ConsoleSerial, PanicSlot};
-use super::kernel::{self, KernelFormat};
-use super::output::OutputQueue;
-use super::{vcpu, BootError, LinuxConfig};
+use super::{kernel, vcpu, zero_page};
 use crate::kvm::KvmHandle;
+use crate::linux::backend::Prepared;
+use crate::linux::console::{ConsoleOut, PanicSlot};
+use crate::linux::files::open_file;
+use crate::linux::output::OutputQueue;
+use crate::linux::{BootError, LinuxConfig};
 use crate::memory::GuestRam;
 use crate::vm::Vm;
 
 /// Offset of the ACPI reset register from the sleep control register.
 const RESET_OFFSET: u64 = (ports::ACPI_RESET - ports::ACPI_SLEEP_CONTROL) as u64;
-
-/// A Linux guest ready to start.
-pub struct Prepared {
-    pub vm: Vm,
-    pub vcpus: Vec<VcpuFd>,
-    pub serial: Arc<ConsoleSerial>,
-    /// Signalled when the guest drained the UART's input FIFO.
-    pub drained: EventFd,
-    pub events: Receiver<PlatformEvent>,
-    /// Signalled by platform events, vCPU exits and a panic line.
-    pub wake: Arc<EventFd>,
-    pub panic: PanicSlot,
-    pub pvpanic: Arc<PvPanic>,
-    pub format: KernelFormat,
-    pub guest_page_size: u64,
-}
 
 /// The PCI configuration address port. No device claims it yet, so the kernel's bus
 /// scans (early quirks, the AGP aperture check: some 16,000 accesses in the x86 bed,
@@ -90,7 +77,7 @@ pub fn prepare(
     let mut image = kernel::open(&cfg.kernel)?;
     let mut initrd = match &cfg.initrd {
         Some(p) => {
-            let (file, len) = kernel::open_file("initramfs", p)?;
+            let (file, len) = open_file("initramfs", p)?;
             if len == 0 {
                 return Err(BootError::EmptyInitrd(p.clone()));
             }
@@ -102,7 +89,7 @@ pub fn prepare(
 
     let ram = GuestRam::new(
         &cfg.zones,
-        &[(MMIO_HOLE_START, MMIO_HOLE_END)],
+        granule_arch::address_map::X86_64.ram_holes,
         crate::probe::host_memory(),
     )?;
     let ranges = ram.ranges();
@@ -124,7 +111,7 @@ pub fn prepare(
                 ranges[0].end(),
                 loaded.initrd_limit.min(MMIO_HOLE_START),
             )?;
-            kernel::read_into(&vm.ram, at, "initramfs", path, file, *len)?;
+            crate::linux::files::read_into(&vm.ram, at, "initramfs", path, file, *len)?;
             // place_initrd keeps it below 4 GiB, so both fit the zero page's fields.
             (at as u32, *len as u32)
         }
@@ -134,13 +121,13 @@ pub fn prepare(
     let acpi = acpi::build(ACPI_ADDR, apic_ids);
     vm.ram.write(acpi.base, &acpi.bytes)?;
     let zp = zero_page::build(&zero_page::BootFacts {
-        setup_header: loaded.setup_header.clone(),
+        setup_header: loaded.setup_header,
         cmdline_addr: CMDLINE_ADDR as u32,
         initrd: initrd_at,
         rsdp_addr: ACPI_ADDR,
         e820,
     });
-    vm.ram.write(ZERO_PAGE_ADDR, &zp)?;
+    zero_page::write(vm.ram.guest_memory(), &zp, ZERO_PAGE_ADDR).map_err(BootError::ZeroPage)?;
     let (gdt_at, gdt, _) = tables::gdt_bytes();
     vm.ram.write(gdt_at, &gdt)?;
     let pt = tables::page_tables()?;

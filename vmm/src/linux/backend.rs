@@ -1,0 +1,44 @@
+//! What a per-architecture boot backend hands the arch-neutral run: a VM with its
+//! kernel loaded, firmware tables written and vCPUs configured, and the console and
+//! platform devices the run loop watches.
+
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+use granule_devices::pvpanic::PvPanic;
+use granule_devices::PlatformEvent;
+use kvm_ioctls::VcpuFd;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::console::{ConsoleSerial, PanicSlot};
+use super::files::KernelFormat;
+use super::output::OutputQueue;
+use super::{BootError, LinuxConfig};
+use crate::kvm::KvmHandle;
+use crate::vm::Vm;
+
+/// A Linux guest ready to start.
+pub struct Prepared {
+    pub vm: Vm,
+    pub vcpus: Vec<VcpuFd>,
+    pub serial: Arc<ConsoleSerial>,
+    /// Signalled when the guest drained the UART's input FIFO.
+    pub drained: EventFd,
+    pub events: Receiver<PlatformEvent>,
+    /// Signalled by platform events, vCPU exits and a panic line.
+    pub wake: Arc<EventFd>,
+    pub panic: PanicSlot,
+    pub pvpanic: Arc<PvPanic>,
+    pub format: KernelFormat,
+    pub guest_page_size: u64,
+}
+
+/// Builds a Linux guest's VM for one architecture, up to vCPUs ready to run. Each
+/// backend owns its order rules (x86: irqchip before vCPUs; arm64: the GIC after all
+/// vCPUs and before the first KVM_RUN).
+pub trait BootBackend {
+    /// Checks the files, maps RAM, creates the VM and its devices, loads the kernel and
+    /// configures every vCPU. Console output goes to `out`.
+    fn prepare(kvm: &KvmHandle, cfg: &LinuxConfig, out: OutputQueue)
+        -> Result<Prepared, BootError>;
+}
