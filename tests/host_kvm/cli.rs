@@ -332,11 +332,12 @@ fn plan_x86_tdp_hugetlb_1g() {
     );
 }
 
-/// arm64 PFN-map geometry: a 1 GiB BAR at an aligned GPA gets 1G blocks; unaligned
-/// ones get 2M or 4K with the reason.
+/// arm64 PFN-map geometry on a host kernel that maps device memory with up to 1G
+/// (`pfnmap=1G`): a 1 GiB BAR at an aligned GPA gets 1G blocks; unaligned ones get 2M
+/// or 4K with the reason. Without `pfnmap=` the plan follows this host's kernel.
 #[test]
 fn plan_arm64_bar_geometry() {
-    let aligned = "gpa=0x8000000000,size=1G";
+    let aligned = "gpa=0x8000000000,size=1G,pfnmap=1G";
     let v = plan_json(&[
         "--arch",
         "aarch64",
@@ -354,7 +355,12 @@ fn plan_arm64_bar_geometry() {
     );
     assert_eq!(r[1], (0x80_0000_0000, G, G, None));
     // GPA 2 MiB off a 1 GiB boundary: not congruent mod 1G -> 2M blocks.
-    let v = plan_json(&["--arch", "aarch64", "--bar", "gpa=0x8040200000,size=1G"]);
+    let v = plan_json(&[
+        "--arch",
+        "aarch64",
+        "--bar",
+        "gpa=0x8040200000,size=1G,pfnmap=1G",
+    ]);
     assert_eq!(
         ranges(&v)[1],
         (0x80_4020_0000, G, 2 * M, Some("not_congruent".into()))
@@ -365,12 +371,17 @@ fn plan_arm64_bar_geometry() {
         "--arch",
         "aarch64",
         "--bar",
-        "gpa=0x8000001000,size=1G,hva_offset=4K,pa=0x10000001000",
+        "gpa=0x8000001000,size=1G,hva_offset=4K,pa=0x10000001000,pfnmap=1G",
     ]);
     let r = ranges(&v);
     assert_eq!(r[1].2, 4096);
     assert_eq!(r[1].3.as_deref(), Some("vma_edge"));
     assert_eq!(r[2].2, 2 * M);
+    // By default, what this host's kernel does for arm64 device memory (PMD since 6.12).
+    let host =
+        granule_vmm::probe::huge_pfnmap_leaf(&granule_vmm::probe::kernel_release(), "aarch64");
+    let v = plan_json(&["--arch", "aarch64", "--bar", "gpa=0x8000000000,size=1G"]);
+    assert_eq!(ranges(&v)[1].2, host, "{v}");
     // 16K granule: THP blocks are 32M.
     let v = plan_json(&[
         "--arch",

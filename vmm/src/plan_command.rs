@@ -89,7 +89,13 @@ pub fn run(a: &PlanArgs) -> Result<PlanOutput, PlanCommandError> {
         _ => &granule_arch::address_map::X86_64,
     };
     let (base, holes) = (map.ram_base, map.ram_holes.to_vec());
-    let input = hypothetical::plan_input(&a.memory, &a.bar, target, base, &holes)?;
+    // Device memory: what this host's kernel can map it with, for the target's arch.
+    let arch_name = match target {
+        Target::Arm64 { .. } => "aarch64",
+        _ => "x86_64",
+    };
+    let pfnmap = crate::probe::huge_pfnmap_leaf(&crate::probe::kernel_release(), arch_name);
+    let input = hypothetical::plan_input(&a.memory, &a.bar, target, base, &holes, pfnmap)?;
     Ok(PlanOutput {
         arch,
         target,

@@ -31,6 +31,8 @@ fn probe(test: &str, label: &str, cmdline: &str, expected: &str) {
         "the mode comes from the kernel's own log line: {v}"
     );
     assert_eq!(v["vfio"]["dev_vfio"], true);
+    // Linux 6.12 on arm64: PMD PFN maps only.
+    assert_eq!(v["pfnmap_max_leaf"], 2u64 << 20, "{v}");
     assert_eq!(run.markers("VFIO-BOUND").len(), 1, "{}", run.tail());
 }
 

@@ -28,6 +28,8 @@ fn x86_probe_sees_svm_npt_and_a_vfio_device() {
     assert_eq!(v["kvm"]["backend"]["kind"], "svm_npt", "{}", run.tail());
     assert_eq!(v["kvm"]["backend"]["hardware_stage2"], true);
     assert_eq!(v["vfio"]["dev_vfio"], true);
+    // Linux 6.12 on x86_64: PUD and PMD PFN maps.
+    assert_eq!(v["pfnmap_max_leaf"], 1u64 << 30, "{v}");
     assert!(v["vfio"]["iommu_groups"].as_u64().unwrap_or(0) > 0);
     let bound = run.markers("VFIO-BOUND");
     assert_eq!(

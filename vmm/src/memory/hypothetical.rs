@@ -23,17 +23,31 @@ pub struct BarConfig {
     pub pa: u64,
     /// Debug: offset of the BAR mmap from its natural alignment.
     pub hva_offset: u64,
+    /// The largest leaf the host kernel maps device memory with (`pfnmap=4K|2M|1G`);
+    /// None: what the planning host's kernel can do.
+    pub pfnmap: Option<u64>,
 }
 
-const BAR_FORM: &str = "expected gpa=ADDR,size=SIZE[,pa=ADDR][,hva_offset=SIZE] with SIZE a power of two of at least 4K";
+const BAR_FORM: &str = "expected gpa=ADDR,size=SIZE[,pa=ADDR][,hva_offset=SIZE][,pfnmap=4K|2M|1G] with SIZE a power of two of at least 4K";
 
 pub fn parse_bar(spec: &str) -> Result<BarConfig, String> {
     let bad = |why: String| format!("invalid BAR '{spec}': {why}; {BAR_FORM}");
     let (mut gpa, mut size, mut pa, mut hva_offset) = (None, None, None, None);
+    let mut pfnmap = None;
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = part
             .split_once('=')
             .ok_or_else(|| bad(format!("'{part}' is not key=value")))?;
+        if k == "pfnmap" {
+            if pfnmap.is_some() {
+                return Err(bad("'pfnmap' is given twice".into()));
+            }
+            pfnmap = Some(match crate::units::parse_size(v) {
+                Ok(n) if [K4, 2 << 20, 1 << 30].contains(&n) => n,
+                _ => return Err(bad(format!("pfnmap '{v}' is not 4K, 2M or 1G"))),
+            });
+            continue;
+        }
         let slot = match k {
             "gpa" => &mut gpa,
             "size" => &mut size,
@@ -75,16 +89,19 @@ pub fn parse_bar(spec: &str) -> Result<BarConfig, String> {
         size,
         pa,
         hva_offset,
+        pfnmap,
     })
 }
 
-/// The planner input for `zones` (placed from `base` around `holes`) and `bars`.
+/// The planner input for `zones` (placed from `base` around `holes`) and `bars`, whose
+/// host maps device memory with leaves up to `pfnmap` unless a BAR says otherwise.
 pub fn plan_input(
     zones: &[ZoneConfig],
     bars: &[BarConfig],
     target: Target,
     base: u64,
     holes: &[(u64, u64)],
+    pfnmap: u64,
 ) -> Result<PlanInput, LayoutError> {
     let placements = layout::place(zones, base, holes)?;
     let mut next_hva = HVA_BASE;
@@ -136,7 +153,7 @@ pub fn plan_input(
             hva,
             size: b.size,
             kind: HostKind::PfnMap { pa: b.pa },
-            page_size: K4,
+            page_size: b.pfnmap.unwrap_or(pfnmap),
         });
         slots.push(SlotSpec {
             slot: slots.len() as u32,
@@ -190,12 +207,28 @@ mod tests {
         let t = Target::Arm64 {
             granule: Granule::G4k,
         };
-        let input = plan_input(&zones, &bars, t, 0x4000_0000, &[]).unwrap();
+        let input = plan_input(&zones, &bars, t, 0x4000_0000, &[], G1).unwrap();
         for s in &input.slots {
             assert_eq!((s.gpa ^ s.hva) % (2 << 20), 0, "{s:?}");
         }
         let p = plan(&input).unwrap();
         let bar = p.iter().find(|r| r.gpa == 0x80_0000_0000).unwrap();
         assert_eq!(bar.leaf, G1);
+        // A host whose kernel maps device memory with 2M at most (arm64 on 6.12), by
+        // default or by the BAR's own pfnmap= key.
+        let input = plan_input(&zones, &bars, t, 0x4000_0000, &[], 2 << 20).unwrap();
+        let bar = plan(&input)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.gpa == 0x80_0000_0000);
+        assert_eq!(bar.map(|r| r.leaf), Some(2 << 20));
+        let b4k = [parse_bar("gpa=0x8000000000,size=1G,pfnmap=4K").unwrap()];
+        let input = plan_input(&zones, &b4k, t, 0x4000_0000, &[], G1).unwrap();
+        let bar = plan(&input)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.gpa == 0x80_0000_0000);
+        assert_eq!(bar.map(|r| r.leaf), Some(K4));
+        assert!(parse_bar("gpa=0x8000000000,size=1G,pfnmap=8K").is_err());
     }
 }

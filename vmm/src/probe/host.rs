@@ -11,6 +11,21 @@ pub fn kernel_release() -> String {
     read("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into())
 }
 
+/// The largest leaf a kernel of `release` installs for a PFN map (a vfio-pci BAR mmap)
+/// on `arch`: huge faults for vfio-pci came in Linux 6.12, with PUD and PMD leaves on
+/// x86_64 and PMD only on arm64; older kernels map device memory with base pages.
+pub fn huge_pfnmap_leaf(release: &str, arch: &str) -> u64 {
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let version = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    match (version >= (6, 12), arch) {
+        (true, "x86_64") => 1 << 30,
+        (true, "aarch64") => 2 << 20,
+        _ => 4096,
+    }
+}
+
 pub fn cpu_model() -> String {
     let info = read("/proc/cpuinfo").unwrap_or_default();
     info.lines()
@@ -123,6 +138,16 @@ pub fn vfio() -> Vfio {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_pfn_maps_follow_the_kernel_version_and_arch() {
+        assert_eq!(huge_pfnmap_leaf("6.12.117+deb12-amd64", "x86_64"), 1 << 30);
+        assert_eq!(huge_pfnmap_leaf("6.12.117+deb12-arm64", "aarch64"), 2 << 20);
+        assert_eq!(huge_pfnmap_leaf("7.3.0", "aarch64"), 2 << 20);
+        assert_eq!(huge_pfnmap_leaf("6.1.0-28-amd64", "x86_64"), 4096);
+        assert_eq!(huge_pfnmap_leaf("5.15.0", "x86_64"), 4096);
+        assert_eq!(huge_pfnmap_leaf("unknown", "x86_64"), 4096);
+    }
 
     #[test]
     fn sysfs_choices_and_meminfo_parse() {

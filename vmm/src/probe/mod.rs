@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::kvm::{KvmError, KvmHandle};
 pub use backend::{Backend, BackendKind};
-pub use host::{HugepagePool, Thp, Vfio};
+pub use host::{huge_pfnmap_leaf, kernel_release, HugepagePool, Thp, Vfio};
 pub use render::render_table;
 
 /// Capabilities reported by the probe: what granule uses now or in planned features.
@@ -63,6 +63,9 @@ pub struct HostFacts {
     pub hugepages: Vec<HugepagePool>,
     pub thp: Thp,
     pub vfio: Vfio,
+    /// The largest stage-2-relevant leaf this kernel maps device memory (a vfio-pci BAR
+    /// mmap) with; what `granule plan` assumes for `--bar` unless told otherwise.
+    pub pfnmap_max_leaf: u64,
 }
 
 fn kvm_facts(h: &KvmHandle) -> KvmFacts {
@@ -100,6 +103,7 @@ pub fn probe() -> HostFacts {
         hugepages: host::hugepage_pools(),
         thp: host::thp(),
         vfio: host::vfio(),
+        pfnmap_max_leaf: host::huge_pfnmap_leaf(&host::kernel_release(), std::env::consts::ARCH),
     }
 }
 

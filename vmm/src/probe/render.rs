@@ -61,6 +61,13 @@ pub fn render_table(f: &HostFacts) -> String {
             f.vfio.iommu_groups
         ),
     );
+    row(
+        "device memory",
+        format!(
+            "PFN maps (vfio-pci BARs) get leaves up to {}",
+            format_size(f.pfnmap_max_leaf)
+        ),
+    );
     o
 }
 

@@ -53,7 +53,9 @@ pub struct HostMapping {
     pub hva: u64,
     pub size: u64,
     pub kind: HostKind,
-    /// The VMA's page size: the huge page size for hugetlb, the base page otherwise.
+    /// The VMA's page size: the huge page size for hugetlb, the base page otherwise; for
+    /// a PFN map, the largest leaf the host kernel's fault path can install there (a
+    /// probed capability: huge PFN maps of vfio-pci BARs need Linux 6.12+).
     pub page_size: u64,
 }
 
@@ -148,6 +150,8 @@ pub enum Reason {
     VmaEdge { size: u64 },
     /// Device memory whose physical address is not aligned with its HVA modulo `align`.
     PfnNotAligned { align: u64 },
+    /// The host kernel maps device memory (PFN maps) with at most `host_max` pages.
+    PfnMapLimit { host_max: u64 },
     /// A frame in the block is a guest page table KVM write-protects.
     WriteTracked,
     /// No host mapping is known for this slot.
@@ -170,6 +174,13 @@ impl std::fmt::Display for Reason {
             Self::VmaEdge { size } => write!(f, "{} block leaves the host VMA", sz(*size)),
             Self::PfnNotAligned { align } => {
                 write!(f, "device PA not aligned with HVA mod {}", sz(*align))
+            }
+            Self::PfnMapLimit { host_max } => {
+                write!(
+                    f,
+                    "host kernel maps device memory with {} pages",
+                    sz(*host_max)
+                )
             }
             Self::WriteTracked => write!(f, "guest page tables in the block"),
             Self::Unmapped => write!(f, "no host mapping"),
@@ -210,6 +221,7 @@ impl Reason {
                 "map the device at an HVA congruent with its physical address modulo {}",
                 crate::units::format_size(*align)
             ),
+            Self::PfnMapLimit { .. } => "huge device mappings need Linux 6.12 or newer on the host (vfio-pci huge faults: PUD and PMD on x86_64, PMD on arm64)".into(),
             Self::WriteTracked => "keep guest page tables out of large data regions".into(),
             Self::Unmapped => "no host memory is known behind this slot".into(),
         }

@@ -43,6 +43,9 @@ fn x86_host_allows(m: &HostMapping, hva: u64, size: u64) -> Result<(), Reason> {
             host_page: m.page_size,
         }),
         HostKind::Hugetlb => Ok(()),
+        HostKind::PfnMap { .. } if size > m.page_size => Err(Reason::PfnMapLimit {
+            host_max: m.page_size,
+        }),
         HostKind::PfnMap { pa } => {
             if !m.contains(block, size) {
                 Err(Reason::VmaEdge { size })
@@ -187,7 +190,14 @@ fn arm64(input: &PlanInput, slot: &SlotSpec, gpa: u64, g: super::model::Granule)
             let mut chosen = page;
             for s in pud.into_iter().chain([pmd]) {
                 let block = align_down(hva, s);
-                if !m.contains(block, s) {
+                if s > m.page_size {
+                    note(
+                        Reason::PfnMapLimit {
+                            host_max: m.page_size,
+                        },
+                        &mut first,
+                    );
+                } else if !m.contains(block, s) {
                     note(Reason::VmaEdge { size: s }, &mut first);
                 } else if !congruent(phys, hva, s) {
                     note(Reason::PfnNotAligned { align: s }, &mut first);

@@ -161,9 +161,30 @@ fn x86_shadow_caps_at_the_guest_page_and_honours_write_tracking() {
     assert_eq!(summary(&i), vec![(0, G1, G1, None)]);
 }
 
+/// Huge device mappings are the host kernel's capability: without huge PFN maps (before
+/// Linux 6.12) a perfectly placed BAR still gets 4K leaves, with PMD-only support 2M.
+#[test]
+fn pfnmap_leaves_stop_at_what_the_host_kernel_can_map() {
+    let bar = |max| map(HVA, G1, HostKind::PfnMap { pa: 0xc_0000_0000 }, max);
+    let at = 0x80_0000_0000;
+    for (target, max, leaf) in [
+        (TDP1G, K4, K4),
+        (TDP1G, M2, M2),
+        (ARM4K, M2, M2),
+        (ARM4K, K4, K4),
+    ] {
+        let i = input(target, vec![slot(at, G1, HVA)], vec![bar(max)]);
+        assert_eq!(
+            summary(&i),
+            vec![(at, G1, leaf, Some(Reason::PfnMapLimit { host_max: max }))],
+            "{target:?} with {max:#x} PFN maps"
+        );
+    }
+}
+
 #[test]
 fn x86_pfnmap_bar_follows_vma_geometry_and_pfn_alignment() {
-    let bar = |pa| map(HVA, G1, HostKind::PfnMap { pa }, K4);
+    let bar = |pa| map(HVA, G1, HostKind::PfnMap { pa }, G1);
     let i = input(
         TDP1G,
         vec![slot(0x80_0000_0000, G1, HVA)],
@@ -250,7 +271,7 @@ fn arm64_hugetlb_and_thp() {
 #[test]
 fn arm64_pfnmap_bar_geometry() {
     // A 1 GiB BAR at a 1 GiB-aligned GPA with an aligned HVA and PA: 1G blocks.
-    let bar = |hva, pa| map(hva, G1, HostKind::PfnMap { pa }, K4);
+    let bar = |hva, pa| map(hva, G1, HostKind::PfnMap { pa }, G1);
     let i = input(
         ARM4K,
         vec![slot(0x80_0000_0000, G1, HVA)],
@@ -441,11 +462,12 @@ fn arb_kind() -> impl Strategy<Value = (HostKind, u64)> {
         Just((HostKind::Thp, K4)),
         Just((HostKind::Hugetlb, M2)),
         Just((HostKind::Hugetlb, G1)),
-        (0u64..4).prop_map(|k| (
+        // Device memory behind a host that can map it with up to 4K, 2M or 1G leaves.
+        (0u64..4, prop_oneof![Just(K4), Just(M2), Just(G1)]).prop_map(|(k, max)| (
             HostKind::PfnMap {
                 pa: 0x40_0000_0000 + k * M2
             },
-            K4
+            max
         )),
     ]
 }
@@ -520,8 +542,9 @@ fn oracle_leaf(i: &PlanInput, s: &SlotSpec, gpa: u64) -> u64 {
         let b = block_of(hva, size);
         b >= m.hva && b + size <= m.hva + m.size
     };
+    // A PFN map: the host's fault path installs at most m.page_size.
     let pfn_ok = |m: &HostMapping, pa: u64, size: u64| {
-        in_vma(m, size) && (pa + (hva - m.hva)) % size == hva % size
+        size <= m.page_size && in_vma(m, size) && (pa + (hva - m.hva)) % size == hva % size
     };
     let page = i.target.base_page();
     let Some(m) = vma else { return page };
