@@ -30,6 +30,8 @@ pub struct Prepared {
     pub panic: PanicSlot,
     pub pvpanic: Arc<PvPanic>,
     pub format: KernelFormat,
+    /// Where the kernel's code lies in guest memory (for the stage-2 model).
+    pub executed: Vec<(u64, u64)>,
     pub guest_page_size: u64,
 }
 

@@ -69,6 +69,7 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
         panic,
         pvpanic,
         format,
+        executed,
         guest_page_size,
     } = p;
     // Dropped on every return below: handlers restored, wake fd unpublished.
@@ -87,7 +88,7 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
     let end = wait_for_end(&mut manager, &events, &mut running, &mut judge, &interrupts)?;
     // Outcomes after a stop are all "stopped" or already recorded; the end says why.
     running.stop()?;
-    let stage2 = stage2_report(&running, guest_page_size);
+    let stage2 = stage2_report(&running, guest_page_size, &executed);
     Ok(BootSummary {
         kernel: cfg.kernel.clone(),
         format,
@@ -147,7 +148,11 @@ fn wait_for_end(
 
 /// The stage-2 report after boot: the guest may have touched any of its RAM, so the
 /// expected counts are upper bounds over all of it.
-fn stage2_report(running: &RunningVm, guest_page: u64) -> crate::report::Stage2Report {
+fn stage2_report(
+    running: &RunningVm,
+    guest_page: u64,
+    executed: &[(u64, u64)],
+) -> crate::report::Stage2Report {
     let backend = crate::probe::Backend::detect().kind;
     let all: Vec<(u64, u64)> = running
         .ram
@@ -163,6 +168,7 @@ fn stage2_report(running: &RunningVm, guest_page: u64) -> crate::report::Stage2R
         backend,
         target: crate::report::host_target(backend, guest_page),
         write_tracked: vec![],
+        executed: executed.to_vec(),
         accessed_min: vec![],
         accessed_max: all,
         vm_stats,

@@ -169,6 +169,7 @@ pub fn plan_input(
         slots,
         mappings,
         write_tracked: vec![],
+        nx_split: vec![],
     })
 }
 

@@ -258,6 +258,7 @@ impl GuestRam {
                 })
                 .collect(),
             write_tracked,
+            nx_split: vec![],
         }
     }
 

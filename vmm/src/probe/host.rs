@@ -26,6 +26,13 @@ pub fn huge_pfnmap_leaf(release: &str, arch: &str) -> u64 {
     }
 }
 
+/// Whether KVM's NX-huge-page mitigation (iTLB multihit) is on: "Y" or "force" in
+/// /sys/module/kvm/parameters/nx_huge_pages.
+pub fn nx_huge_pages() -> bool {
+    read("/sys/module/kvm/parameters/nx_huge_pages")
+        .is_some_and(|v| matches!(v.as_str(), "Y" | "y" | "force"))
+}
+
 pub fn cpu_model() -> String {
     let info = read("/proc/cpuinfo").unwrap_or_default();
     info.lines()

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::kvm::{KvmError, KvmHandle};
 pub use backend::{Backend, BackendKind};
-pub use host::{huge_pfnmap_leaf, kernel_release, HugepagePool, Thp, Vfio};
+pub use host::{huge_pfnmap_leaf, kernel_release, nx_huge_pages, HugepagePool, Thp, Vfio};
 pub use render::render_table;
 
 /// Capabilities reported by the probe: what granule uses now or in planned features.
@@ -66,6 +66,8 @@ pub struct HostFacts {
     /// The largest stage-2-relevant leaf this kernel maps device memory (a vfio-pci BAR
     /// mmap) with; what `granule plan` assumes for `--bar` unless told otherwise.
     pub pfnmap_max_leaf: u64,
+    /// KVM's NX-huge-page mitigation is on: executable guest pages get 4K leaves.
+    pub nx_huge_pages: bool,
 }
 
 fn kvm_facts(h: &KvmHandle) -> KvmFacts {
@@ -104,6 +106,7 @@ pub fn probe() -> HostFacts {
         thp: host::thp(),
         vfio: host::vfio(),
         pfnmap_max_leaf: host::huge_pfnmap_leaf(&host::kernel_release(), std::env::consts::ARCH),
+        nx_huge_pages: host::nx_huge_pages(),
     }
 }
 

@@ -68,6 +68,15 @@ pub fn render_table(f: &HostFacts) -> String {
             format_size(f.pfnmap_max_leaf)
         ),
     );
+    row(
+        "nx huge pages",
+        if f.nx_huge_pages {
+            "on: executed guest pages get 4K stage-2 leaves until KVM recovers them"
+        } else {
+            "off"
+        }
+        .to_string(),
+    );
     o
 }
 

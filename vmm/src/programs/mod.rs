@@ -213,6 +213,8 @@ fn stage2_report(
         } else {
             vec![]
         },
+        // The program's code sits in its image, below `reserved_end`.
+        executed: vec![(0, image.reserved_end)],
         accessed_min,
         accessed_max,
         vm_stats,

@@ -155,6 +155,9 @@ pub struct RunFacts<'a> {
     pub backend: BackendKind,
     pub target: Target,
     pub write_tracked: Vec<(u64, u64)>,
+    /// Ranges the guest executes from (split to 4K while the host's NX-huge-page
+    /// mitigation is on).
+    pub executed: Vec<(u64, u64)>,
     /// Ranges the guest certainly accessed, and ranges it may have accessed.
     pub accessed_min: Vec<(u64, u64)>,
     pub accessed_max: Vec<(u64, u64)>,
@@ -163,7 +166,13 @@ pub struct RunFacts<'a> {
 
 pub fn build(f: RunFacts<'_>) -> Stage2Report {
     let mut notes = Vec::new();
-    let input = f.ram.plan_input(f.target, f.write_tracked.clone());
+    let mut input = f.ram.plan_input(f.target, f.write_tracked.clone());
+    if crate::probe::nx_huge_pages()
+        && matches!(f.target, Target::X86Tdp { .. } | Target::X86Shadow { .. })
+    {
+        notes.push("the host's NX-huge-page mitigation is on: executed guest pages get 4K leaves until KVM recovers them".into());
+        input.nx_split = f.executed.clone();
+    }
     let plan = stage2::plan(&input).unwrap_or_else(|e| {
         notes.push(format!("planner rejected the layout: {e}"));
         Vec::new()
@@ -290,6 +299,7 @@ mod tests {
                 page_size: K4,
             }],
             write_tracked: vec![],
+            nx_split: vec![],
         };
         let scan = vec![pagemap::Range {
             start: 2 * M2,

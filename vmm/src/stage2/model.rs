@@ -130,6 +130,11 @@ pub struct PlanInput {
     pub mappings: Vec<HostMapping>,
     /// Guest-physical ranges KVM write-tracks (shadow paging: the guest's page tables).
     pub write_tracked: Vec<(u64, u64)>,
+    /// x86: guest-physical ranges the guest executes from while the host's NX-huge-page
+    /// mitigation (iTLB multihit, `kvm.nx_huge_pages`) is on; KVM maps them with 4K
+    /// leaves until its recovery thread rebuilds them. Empty when the mitigation is off.
+    #[serde(default)]
+    pub nx_split: Vec<(u64, u64)>,
 }
 
 /// Why a range gets a smaller leaf than its backing allows.
@@ -152,6 +157,8 @@ pub enum Reason {
     PfnNotAligned { align: u64 },
     /// The host kernel maps device memory (PFN maps) with at most `host_max` pages.
     PfnMapLimit { host_max: u64 },
+    /// The guest executes from the block and the host's NX-huge-page mitigation is on.
+    NxHugePages,
     /// A frame in the block is a guest page table KVM write-protects.
     WriteTracked,
     /// No host mapping is known for this slot.
@@ -182,6 +189,7 @@ impl std::fmt::Display for Reason {
                     sz(*host_max)
                 )
             }
+            Self::NxHugePages => write!(f, "executed code, NX huge pages mitigation"),
             Self::WriteTracked => write!(f, "guest page tables in the block"),
             Self::Unmapped => write!(f, "no host mapping"),
         }
@@ -222,6 +230,7 @@ impl Reason {
                 crate::units::format_size(*align)
             ),
             Self::PfnMapLimit { .. } => "huge device mappings need Linux 6.12 or newer on the host (vfio-pci huge faults: PUD and PMD on x86_64, PMD on arm64)".into(),
+            Self::NxHugePages => "the host's kvm.nx_huge_pages mitigation splits executable huge pages: boot the host with kvm.nx_huge_pages=off where the CPU is not affected, or disable it per VM (KVM_CAP_VM_DISABLE_NX_HUGE_PAGES, needs CAP_SYS_BOOT); KVM's recovery thread rebuilds them over time".into(),
             Self::WriteTracked => "keep guest page tables out of large data regions".into(),
             Self::Unmapped => "no host memory is known behind this slot".into(),
         }

@@ -96,7 +96,7 @@ fn breakpoints(input: &PlanInput, slot: &SlotSpec, sizes: &[u64]) -> Vec<u64> {
                 .filter_map(to_gpa),
         );
     }
-    for &(s, e) in &input.write_tracked {
+    for &(s, e) in input.write_tracked.iter().chain(&input.nx_split) {
         events.extend([s, e]);
     }
     // Between the grid points around events, every block of every size sees the same

@@ -99,6 +99,12 @@ fn x86(
                 .any(|&(s, e)| s < block + size && e > block)
         {
             Some(Reason::WriteTracked)
+        } else if input
+            .nx_split
+            .iter()
+            .any(|&(s, e)| s < block + size && e > block)
+        {
+            Some(Reason::NxHugePages)
         } else {
             None
         };

@@ -39,6 +39,7 @@ fn input(target: Target, slots: Vec<SlotSpec>, mappings: Vec<HostMapping>) -> Pl
         slots,
         mappings,
         write_tracked: vec![],
+        nx_split: vec![],
     }
 }
 
@@ -159,6 +160,26 @@ fn x86_shadow_caps_at_the_guest_page_and_honours_write_tracking() {
     // Write tracking only matters under shadow paging.
     i.target = TDP1G;
     assert_eq!(summary(&i), vec![(0, G1, G1, None)]);
+}
+
+/// Code the guest executes gets 4K leaves while the host's NX-huge-page mitigation is
+/// on, and only the blocks that hold it.
+#[test]
+fn x86_executed_code_is_split_under_the_nx_huge_page_mitigation() {
+    let mut i = input(
+        TDP2M,
+        vec![slot(0, 4 * M2, HVA)],
+        vec![map(HVA, 4 * M2, HostKind::Hugetlb, M2)],
+    );
+    i.nx_split = vec![(M2 + K4, M2 + 3 * K4)];
+    assert_eq!(
+        summary(&i),
+        vec![
+            (0, M2, M2, None),
+            (M2, M2, K4, Some(Reason::NxHugePages)),
+            (2 * M2, 2 * M2, M2, None),
+        ]
+    );
 }
 
 /// Huge device mappings are the host kernel's capability: without huge PFN maps (before
@@ -519,11 +540,20 @@ fn arb_input() -> impl Strategy<Value = PlanInput> {
                 page_size,
             }];
             let write_tracked = vec![(tracked * page, tracked * page + page)];
+            // Sometimes code the guest runs under the NX-huge-page mitigation (x86).
+            let x86 = !matches!(target, Target::Arm64 { .. });
+            let nx_split = if x86 && tracked % 2 == 1 {
+                let at = (tracked % 8) * M2 + page;
+                vec![(at, at + 3 * page)]
+            } else {
+                vec![]
+            };
             PlanInput {
                 target,
                 slots,
                 mappings,
                 write_tracked,
+                nx_split,
             }
         })
 }
@@ -573,8 +603,12 @@ fn oracle_leaf(i: &PlanInput, s: &SlotSpec, gpa: u64) -> u64 {
                 .into_iter()
                 .find(|&l| {
                     let b = block_of(gpa, l);
-                    let tracked = guest_cap != u64::MAX
-                        && i.write_tracked.iter().any(|&(ts, te)| ts < b + l && te > b);
+                    let overlaps =
+                        |r: &[(u64, u64)]| r.iter().any(|&(ts, te)| ts < b + l && te > b);
+                    // Write-tracked frames matter under shadow paging; executed ones
+                    // whenever the NX-huge-page mitigation lists them.
+                    let tracked = (guest_cap != u64::MAX && overlaps(&i.write_tracked))
+                        || overlaps(&i.nx_split);
                     l <= max_leaf
                         && l <= guest_cap
                         && congruent(l)

@@ -227,6 +227,9 @@ fn predict(
             page_size: backing.page_size(),
         }],
         write_tracked: vec![],
+        // The workload's stores are data; its few code pages live in low RAM, not in
+        // the aliased slots predicted here.
+        nx_split: vec![],
     };
     let names = |leaf: u64| match leaf {
         l if l == 1 << 30 => "pages_1g".to_string(),

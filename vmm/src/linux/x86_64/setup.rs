@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use granule_arch::x86_64::boot::layout::SLEEP_TYPE_S5;
 use granule_arch::x86_64::boot::layout::{
-    ports, ACPI_ADDR, CMDLINE_ADDR, COM1_IRQ, ZERO_PAGE_ADDR,
+    ports, ACPI_ADDR, CMDLINE_ADDR, COM1_IRQ, HIMEM_START, ZERO_PAGE_ADDR,
 };
 use granule_arch::x86_64::boot::{acpi, e820, tables};
 use granule_arch::x86_64::layout::{COM1_PORT, MMIO_HOLE_START};
@@ -215,6 +215,7 @@ pub fn prepare(
         panic,
         pvpanic,
         format: loaded.format,
+        executed: vec![(HIMEM_START, loaded.end)],
         guest_page_size: crate::vcpu::setup_x86_64::guest_page_size(&supported),
     })
 }
