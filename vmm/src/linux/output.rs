@@ -66,9 +66,14 @@ impl OutputQueue {
             }
             s.dropped += (bytes.len() - take) as u64;
         }
+        // The writer sleeps only on an empty queue: wake it for the first bytes, not
+        // for every byte (a UART delivers them one at a time).
+        let was_empty = s.queue.is_empty();
         s.queue.extend(&bytes[..take]);
         drop(s);
-        self.0.cv.notify_all();
+        if was_empty && take > 0 {
+            self.0.cv.notify_all();
+        }
     }
 }
 

@@ -55,12 +55,13 @@ enum BusKind {
     Mmio,
 }
 
-fn access(bus: BusKind, write: bool, addr: u64, data: &mut [u8]) -> Step {
+/// A bus access whose data stays in kvm_run (written only for reads).
+fn access(bus: BusKind, write: bool, addr: u64, data: &[u8]) -> Step {
     Step::Access {
         bus,
         write,
         addr,
-        data: data.as_mut_ptr(),
+        data: data.as_ptr().cast_mut(),
         len: data.len(),
     }
 }
@@ -73,22 +74,10 @@ fn classify(exit: VcpuExit<'_>, report_port: Option<u16>) -> Step {
             if Some(port) == report_port && data.len() == 4 {
                 return Step::Report(u32::from_le_bytes([data[0], data[1], data[2], data[3]]));
             }
-            Step::Access {
-                bus: BusKind::Pio,
-                write: true,
-                addr: u64::from(port),
-                data: data.as_ptr().cast_mut(),
-                len: data.len(),
-            }
+            access(BusKind::Pio, true, u64::from(port), data)
         }
         VcpuExit::IoIn(port, data) => access(BusKind::Pio, false, u64::from(port), data),
-        VcpuExit::MmioWrite(addr, data) => Step::Access {
-            bus: BusKind::Mmio,
-            write: true,
-            addr,
-            data: data.as_ptr().cast_mut(),
-            len: data.len(),
-        },
+        VcpuExit::MmioWrite(addr, data) => access(BusKind::Mmio, true, addr, data),
         VcpuExit::MmioRead(addr, data) => access(BusKind::Mmio, false, addr, data),
         VcpuExit::Hlt => Step::Halted,
         VcpuExit::Shutdown => Step::Shutdown,
@@ -96,6 +85,19 @@ fn classify(exit: VcpuExit<'_>, report_port: Option<u16>) -> Step {
         VcpuExit::InternalError => Step::InternalError,
         VcpuExit::Intr => Step::Continue,
         other => Step::Unhandled(format!("{other:?}")),
+    }
+}
+
+/// Hands one access to the bus it belongs to.
+fn route(pio: &Bus, mmio: &Bus, bus: BusKind, write: bool, addr: u64, data: &mut [u8]) {
+    let bus = match bus {
+        BusKind::Pio => pio,
+        BusKind::Mmio => mmio,
+    };
+    if write {
+        bus.write(addr, data);
+    } else {
+        bus.read(addr, data);
     }
 }
 
@@ -215,15 +217,7 @@ impl VcpuRunner {
     }
 
     fn access(&self, bus: BusKind, write: bool, addr: u64, data: &mut [u8]) {
-        let bus = match bus {
-            BusKind::Pio => &self.pio,
-            BusKind::Mmio => &self.mmio,
-        };
-        if write {
-            bus.write(addr, data);
-        } else {
-            bus.read(addr, data);
-        }
+        route(&self.pio, &self.mmio, bus, write, addr, data);
     }
 
     /// Delivers the writes KVM buffered in the coalesced ring, in order, each to the bus
@@ -231,22 +225,30 @@ impl VcpuRunner {
     /// KVM requires: a read that follows buffered writes (a PCI config data read after
     /// its address write) then sees them.
     fn drain_coalesced(&mut self) {
-        let Some(lock) = self.coalesced_ring.clone() else {
+        // Borrowed field by field: the fd is read mutably while the lock is held.
+        let Self {
+            fd,
+            pio,
+            mmio,
+            coalesced_ring: Some(lock),
+            ..
+        } = self
+        else {
             return;
         };
         // One reader at a time: the ring is the VM's, shared by every vCPU.
         let _one_reader = lock.lock().unwrap_or_else(|p| p.into_inner());
-        while let Ok(Some(e)) = self.fd.coalesced_mmio_read() {
+        while let Ok(Some(e)) = fd.coalesced_mmio_read() {
             let len = (e.len as usize).min(e.data.len());
             // SAFETY: both members of this union are u32s (pad, pio): any bits are valid.
-            let pio = unsafe { e.__bindgen_anon_1.pio };
-            let bus = if pio != 0 {
+            let is_pio = unsafe { e.__bindgen_anon_1.pio };
+            let bus = if is_pio != 0 {
                 BusKind::Pio
             } else {
                 BusKind::Mmio
             };
             let mut data = e.data;
-            self.access(bus, true, e.phys_addr, &mut data[..len]);
+            route(pio, mmio, bus, true, e.phys_addr, &mut data[..len]);
         }
     }
 
