@@ -57,16 +57,16 @@ fn touch_1g_on_2_vcpus_writes_every_page_with_its_address() {
         let ends = [pages[0], pages[pages.len() - 1]];
         let picks = pages.iter().step_by(61).chain(ends.iter());
         for &gpa in picks {
-            assert_eq!(l.running.ram.read_u64(gpa).unwrap(), gpa, "page {gpa:#x}");
+            assert_eq!(l.running.ram().read_u64(gpa).unwrap(), gpa, "page {gpa:#x}");
             checked += 1;
         }
     }
     assert!(checked > 4000);
     // The image's own area is left alone: the GDT's null descriptor is still zero and
     // the first kernel-code descriptor is intact.
-    assert_eq!(l.running.ram.read_u64(0x1000).unwrap(), 0);
+    assert_eq!(l.running.ram().read_u64(0x1000).unwrap(), 0);
     assert_eq!(
-        l.running.ram.read_u64(0x1008).unwrap(),
+        l.running.ram().read_u64(0x1008).unwrap(),
         0x00af_9b00_0000_ffff
     );
 }
@@ -193,7 +193,7 @@ fn spin_pauses_resumes_and_stops() {
     let t = Instant::now();
     let outcomes = l.running.stop().unwrap();
     assert_eq!(outcomes, vec![VcpuOutcome::Stopped; 2]);
-    assert!(t.elapsed() < granule_vmm::vm::STOP_TIMEOUT);
+    assert!(t.elapsed() < granule_vmm::vcpu::STOP_TIMEOUT);
 }
 
 #[test]
@@ -255,7 +255,7 @@ fn a_stuck_vcpu_keeps_guest_memory_mapped_until_its_thread_ends() {
         vec![(0x80, 4, port.clone())], // the program reads 4 bytes (in eax, dx)
     )
     .unwrap();
-    let slot = l.running.ram.slots()[0];
+    let slot = l.running.ram().slots()[0];
     let (start, end) = (slot.hva, slot.hva + slot.size);
     {
         let s = port.state.lock().unwrap();
@@ -268,7 +268,13 @@ fn a_stuck_vcpu_keeps_guest_memory_mapped_until_its_thread_ends() {
     let mut running = l.running;
     let err = running.stop().unwrap_err();
     assert!(
-        matches!(err, granule_vmm::vm::VmError::StopTimeout { index: 0, .. }),
+        matches!(
+            err,
+            granule_vmm::vm::VmError::Threads(granule_vmm::vcpu::ThreadsError::Stuck {
+                index: 0,
+                ..
+            })
+        ),
         "{err}"
     );
     drop(running);

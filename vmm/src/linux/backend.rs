@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use granule_devices::pvpanic::PvPanic;
 use granule_devices::PlatformEvent;
-use kvm_ioctls::VcpuFd;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::console::{ConsoleSerial, PanicSlot};
@@ -19,8 +18,8 @@ use crate::vm::Vm;
 
 /// A Linux guest ready to start.
 pub struct Prepared {
+    /// The VM with its vCPUs created and configured.
     pub vm: Vm,
-    pub vcpus: Vec<VcpuFd>,
     pub serial: Arc<ConsoleSerial>,
     /// Signalled when the guest drained the UART's input FIFO.
     pub drained: EventFd,

@@ -61,7 +61,6 @@ pub fn boot(kvm: &KvmHandle, cfg: &LinuxConfig) -> Result<BootSummary, BootError
 fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
     let Prepared {
         vm,
-        vcpus,
         serial,
         drained,
         events,
@@ -82,7 +81,7 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
     let _terminal = TerminalMode::raw_if_tty();
 
     let vcpus_started = cfg.process_start.elapsed();
-    let mut running = vm.start(vcpus, None)?;
+    let mut running = vm.start(false)?;
     let deadline = cfg.timeout.map(|t| Instant::now() + t);
     let mut judge = EndJudge::new(panic, Box::new(move || pvpanic.driver_bound()), deadline);
     let end = wait_for_end(&mut manager, &events, &mut running, &mut judge, &interrupts)?;
@@ -155,16 +154,16 @@ fn stage2_report(
 ) -> crate::report::Stage2Report {
     let backend = crate::probe::Backend::detect().kind;
     let all: Vec<(u64, u64)> = running
-        .ram
+        .ram()
         .ranges()
         .iter()
         .map(|r| (r.gpa, r.end()))
         .collect();
-    let vm_stats = crate::observe::stats::read(&running.fd)
+    let vm_stats = crate::observe::stats::read(running.fd())
         .map_err(|e| tracing::warn!("no KVM statistics: {e}"))
         .ok();
     crate::report::build(crate::report::RunFacts {
-        ram: &running.ram,
+        ram: running.ram(),
         backend,
         target: crate::report::host_target(backend, guest_page),
         write_tracked: vec![],

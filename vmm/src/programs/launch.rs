@@ -78,11 +78,11 @@ pub fn launch_with(
     let guest_page_size = setup_x86_64::guest_page_size(&supported);
     let image = programs::build(&cfg.program, &ram, cfg.vcpus, guest_page_size)?;
 
-    let vm = Vm::new(kvm, guest_ram)?;
+    let mut vm = Vm::new(kvm, guest_ram)?;
     for (gpa, bytes) in &image.writes {
-        vm.ram.write(*gpa, bytes).map_err(RunError::Load)?;
+        vm.ram().write(*gpa, bytes).map_err(RunError::Load)?;
     }
-    vm.pio
+    vm.pio()
         .insert(
             u64::from(layout::COM1_PORT),
             SERIAL_PORT_LEN,
@@ -90,17 +90,17 @@ pub fn launch_with(
         )
         .map_err(RunError::Serial)?;
     for (base, len, device) in extra {
-        vm.pio.insert(base, len, device).map_err(RunError::Serial)?;
+        vm.pio()
+            .insert(base, len, device)
+            .map_err(RunError::Serial)?;
     }
-    let mut fds = Vec::with_capacity(cfg.vcpus);
     for index in 0..cfg.vcpus {
-        let fd = vm.create_vcpu(index)?;
-        setup_x86_64::configure(&fd, &supported, &image, index)
+        let fd = vm.create_vcpu()?;
+        setup_x86_64::configure(fd, &supported, &image, index)
             .map_err(|source| RunError::VcpuSetup { index, source })?;
-        fds.push(fd);
     }
     let started = Instant::now();
-    let running = vm.start(fds, Some(layout::REPORT_PORT))?;
+    let running = vm.start(true)?;
     Ok(Launched {
         running,
         image,

@@ -148,7 +148,7 @@ pub fn run(
     let mut pages_verified = 0;
     let shares = programs::touch_shares(&ram, image.reserved_end, cfg.vcpus);
     if verdict == Verdict::Ok && cfg.program == Program::Touch {
-        pages_verified = verify::touched_pages(&running.ram, &shares)?;
+        pages_verified = verify::touched_pages(running.ram(), &shares)?;
     }
     let stage2 = stage2_report(
         &running,
@@ -197,7 +197,7 @@ fn stage2_report(
         accessed_min.extend(&all);
         accessed_max.extend(&all);
     }
-    let vm_stats = match crate::observe::stats::read(&running.fd) {
+    let vm_stats = match crate::observe::stats::read(running.fd()) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!("no KVM statistics: {e}");
@@ -205,7 +205,7 @@ fn stage2_report(
         }
     };
     crate::report::build(crate::report::RunFacts {
-        ram: &running.ram,
+        ram: running.ram(),
         backend,
         target,
         write_tracked: if shadow {

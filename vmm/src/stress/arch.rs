@@ -1,10 +1,10 @@
-//! What differs between x86_64 and aarch64 in the stress run: how the guest reports,
+//! What differs between x86_64 and aarch64 in the stress run: the report's value,
 //! how a faulting store is skipped, the MMU reset, and vCPU set-up.
 
 use std::io;
 
 use granule_arch::{GuestImage, Program, RamRange};
-use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{VcpuFd, VmFd};
 
 use crate::kvm::KvmHandle;
 
@@ -16,7 +16,7 @@ fn os(e: kvm_ioctls::Error) -> io::Error {
 mod imp {
     use super::*;
     use crate::vcpu::setup_x86_64;
-    use granule_arch::x86_64::{layout, programs};
+    use granule_arch::x86_64::programs;
     use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 
     pub struct Setup {
@@ -61,16 +61,6 @@ mod imp {
         i: usize,
     ) -> io::Result<()> {
         setup_x86_64::configure(fd, &s.supported, image, i).map_err(os)
-    }
-
-    /// A report is a 4-byte `out` to the report port.
-    pub fn report(exit: &VcpuExit<'_>) -> Option<u32> {
-        match exit {
-            VcpuExit::IoOut(p, d) if *p == layout::REPORT_PORT && d.len() == 4 => {
-                Some(u32::from_le_bytes([d[0], d[1], d[2], d[3]]))
-            }
-            _ => None,
-        }
     }
 
     pub fn enable_sync_regs(fd: &mut VcpuFd, s: &Setup) {
@@ -118,7 +108,7 @@ mod imp {
 mod imp {
     use super::*;
     use crate::vcpu::regs_aarch64::{xreg, PC, PSTATE};
-    use granule_arch::aarch64::{layout, programs, regs};
+    use granule_arch::aarch64::{programs, regs};
 
     pub struct Setup {
         pub guest_page: u64,
@@ -177,16 +167,6 @@ mod imp {
             set(fd, xreg(n as u64), *a)?;
         }
         Ok(())
-    }
-
-    /// A report is a 4-byte MMIO store to the report address.
-    pub fn report(exit: &VcpuExit<'_>) -> Option<u32> {
-        match exit {
-            VcpuExit::MmioWrite(a, d) if *a == layout::REPORT_MMIO && d.len() == 4 => {
-                Some(u32::from_le_bytes([d[0], d[1], d[2], d[3]]))
-            }
-            _ => None,
-        }
     }
 
     pub fn enable_sync_regs(_fd: &mut VcpuFd, _s: &Setup) {}

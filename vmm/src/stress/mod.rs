@@ -3,6 +3,7 @@
 //! after each phase, and JSON results that `stress compare` puts side by side.
 
 mod arch;
+mod chunk;
 pub mod compare;
 pub mod config;
 mod rendezvous;

@@ -3,24 +3,21 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use granule_arch::Program;
-use kvm_bindings::kvm_userspace_memory_region;
+use granule_arch::{GuestImage, Program};
 use thiserror::Error;
-use vmm_sys_util::signal::Killable;
 
 use super::arch;
+use super::chunk::{set_slot, Chunk};
 use super::config::{self, Geometry, StressConfig, START_GPA};
 use super::rendezvous::{Interrupted, Rendezvous};
 use super::result::{upstream_line, ConfigInfo, Phases, RunResult};
 use super::worker::{Worker, WorkerCounts, WorkerError};
 use crate::kvm::KvmHandle;
-use crate::memory::mmap::AlignedMmap;
 use crate::memory::{pool, Backing, GuestRam, MemoryError, ZoneConfig};
 use crate::observe::stats;
-use crate::vcpu::{install_kick_handler, kick_signal};
+use crate::vcpu::{VcpuThreads, STOP_TIMEOUT};
 use crate::vm::{Vm, VmError};
 
 #[derive(Debug, Error)]
@@ -56,80 +53,6 @@ impl From<WorkerError> for StressError {
 
 /// Low RAM for the program image, page tables and stacks (upstream's slot 0).
 const LOW_RAM: u64 = 64 << 20;
-/// Where the read-only/writable flips happen: the one host chunk all slots alias.
-struct Chunk(AlignedMmap);
-
-impl Chunk {
-    fn new(backing: Backing, size: u64) -> Result<Self, StressError> {
-        // 4k: a shared memfd with MADV_NOHUGEPAGE, as upstream; thp: anonymous memory
-        // with MADV_HUGEPAGE (shmem THP is off by default); hugetlb: hugetlb memfds.
-        let host_backing = if backing == Backing::Anon4k {
-            Backing::Memfd
-        } else {
-            backing
-        };
-        let align = backing.largest_page().max(2 << 20) as usize;
-        let map = AlignedMmap::new(host_backing, size as usize, align, 0).map_err(|e| {
-            StressError::Setup(format!("mapping the {} chunk: {e}", backing.name()))
-        })?;
-        if backing == Backing::Anon4k {
-            // SAFETY: advising the mapping we own.
-            unsafe { libc::madvise(map.as_ptr().cast(), map.len(), libc::MADV_NOHUGEPAGE) };
-        }
-        Ok(Self(map))
-    }
-
-    fn protect(&self, prot: libc::c_int) -> Result<(), StressError> {
-        // SAFETY: changes protection of the mapping we own; KVM learns through the
-        // mmu_notifier, which is the point of the benchmark.
-        if unsafe { libc::mprotect(self.0.as_ptr().cast(), self.0.len(), prot) } != 0 {
-            return Err(StressError::Setup(format!(
-                "mprotect: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Upstream's munmap of the first half, done as a PROT_NONE remap so the address
-    /// range stays ours until the chunk is dropped (no other mapping can land there).
-    fn drop_first_half(&self) {
-        let half = self.0.len() / 2;
-        // SAFETY: replaces the first half of our own mapping in place.
-        unsafe {
-            libc::mmap(
-                self.0.as_ptr().cast(),
-                half,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-    }
-}
-
-fn set_slot(
-    vm: &kvm_ioctls::VmFd,
-    slot: u32,
-    gpa: u64,
-    size: u64,
-    hva: u64,
-) -> Result<(), StressError> {
-    let region = kvm_userspace_memory_region {
-        slot,
-        flags: 0,
-        guest_phys_addr: gpa,
-        memory_size: size,
-        userspace_addr: hva,
-    };
-    // SAFETY: `hva..hva+size` is the chunk, alive until after the VM is dropped (or
-    // size is 0, which deletes the slot); aliasing one host range from many slots is
-    // allowed and is what the benchmark measures.
-    unsafe { vm.set_user_memory_region(region) }
-        .map_err(|e| StressError::Setup(format!("memslot {slot} at {gpa:#x}: {e}")))
-}
-
 /// Progress on stderr during long phases: an updating line on a terminal, else one line
 /// every 5 s (CI logs stay short).
 fn show(
@@ -160,41 +83,6 @@ fn show(
     } else {
         writeln!(e, "{line}")
     };
-}
-
-struct Workers {
-    threads: Vec<JoinHandle<Result<WorkerCounts, WorkerError>>>,
-    rendezvous: Arc<Rendezvous>,
-}
-
-impl Workers {
-    /// Ends every worker (abort + kicks) and returns the first vCPU error, if any.
-    fn stop(self) -> (Vec<WorkerCounts>, Option<WorkerError>) {
-        self.rendezvous.abort();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
-            for t in self.threads.iter().filter(|t| !t.is_finished()) {
-                let _ = t.kill(kick_signal());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let mut counts = Vec::new();
-        let mut first = None;
-        for t in self.threads {
-            if !t.is_finished() {
-                continue; // cannot be killed safely; reported by the caller's error
-            }
-            match t.join() {
-                Ok(Ok(c)) => counts.push(c),
-                Ok(Err(WorkerError::Aborted { .. })) => {}
-                Ok(Err(e)) => {
-                    first.get_or_insert(e);
-                }
-                Err(_) => {}
-            }
-        }
-        (counts, first)
-    }
 }
 
 /// Stage-2 leaves the planner expects once run 1 has written all of the aliased memory
@@ -248,38 +136,22 @@ fn predict(
     out
 }
 
-/// Runs the benchmark once in a fresh VM.
-pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo), StressError> {
-    let setup =
-        Arc::new(arch::setup(kvm).map_err(|e| StressError::Setup(format!("vCPU set-up: {e}")))?);
-    let g: Geometry = config::check(
-        c,
-        kvm.max_memslots() as u64,
-        kvm.max_vcpus(),
-        setup.phys_bits,
-        crate::probe::host_memory(),
-    )?;
-    pool::check(
-        &pool::pages_needed(&[ZoneConfig::new(g.slot_size, c.backing)]),
-        pool::read_pool,
-    )?;
-    let guest_page = setup.guest_page;
-    let backend = crate::probe::Backend::detect().kind;
+/// The benchmark's VM before its vCPUs start.
+struct Built {
+    vm: Vm,
+    image: GuestImage,
+    first_slot: u32,
+    guest_fwb: Option<bool>,
+}
 
-    // Host chunk, prefaulted as upstream (so guest faults need no allocation).
-    let chunk = Arc::new(Chunk::new(c.backing, g.slot_size)?);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // SAFETY: the chunk is our live read-write mapping of exactly that length.
-    unsafe {
-        crate::memory::populate(
-            chunk.0.as_ptr(),
-            chunk.0.len(),
-            c.backing.page_size() as usize,
-            threads,
-        )
-    }
-    .map_err(|e| StressError::Setup(format!("prefaulting the chunk: {e}")))?;
-
+/// Low RAM with the program, the aliased slots over the chunk, and every vCPU set up.
+fn build_vm(
+    kvm: &KvmHandle,
+    c: &StressConfig,
+    g: &Geometry,
+    setup: &arch::Setup,
+    chunk: &Chunk,
+) -> Result<Built, StressError> {
     // RAM avoids [3 GiB, 4 GiB) on both architectures (x86 MMIO hole; arm64 report page).
     let low = GuestRam::new(
         &[ZoneConfig::new(LOW_RAM, Backing::Anon4k)],
@@ -288,10 +160,10 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
     )?;
     let ranges = low.ranges();
     let first_slot = low.slots().len() as u32;
-    let vm = Vm::new(kvm, low)?;
+    let mut vm = Vm::new(kvm, low)?;
     for i in 0..g.slots {
         set_slot(
-            &vm.fd,
+            vm.fd(),
             first_slot + i as u32,
             START_GPA + i * g.slot_size,
             g.slot_size,
@@ -303,45 +175,74 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
         end: g.end,
         crash_vcpu: c.crash_vcpu,
     };
-    let image = arch::build(&program, &ranges, c.vcpus, &setup)
+    let image = arch::build(&program, &ranges, c.vcpus, setup)
         .map_err(|e| StressError::Setup(e.to_string()))?;
     for (gpa, bytes) in &image.writes {
-        vm.ram.write(*gpa, bytes)?;
+        vm.ram().write(*gpa, bytes)?;
     }
     let mut guest_fwb = None;
-    install_kick_handler().map_err(|e| StressError::Setup(format!("kick handler: {e}")))?;
-    let rendezvous = Arc::new(Rendezvous::new(c.vcpus));
-    let mut handles = Vec::with_capacity(c.vcpus);
-    let keep_mapped: Arc<dyn Send + Sync> = Arc::new((chunk.clone(), vm.ram.clone()));
-    for vcpu in 0..c.vcpus {
-        let fd = vm.create_vcpu(vcpu)?;
-        arch::configure(&fd, &vm.fd, &setup, &image, vcpu)
-            .map_err(|e| StressError::Setup(format!("vCPU {vcpu} set-up: {e}")))?;
-        if vcpu == 0 {
-            guest_fwb = arch::guest_fwb(&fd);
+    for index in 0..c.vcpus {
+        vm.create_vcpu()?;
+        let fd = vm.vcpu(index).expect("just created");
+        arch::configure(fd, vm.fd(), setup, &image, index)
+            .map_err(|e| StressError::Setup(format!("vCPU {index} set-up: {e}")))?;
+        if index == 0 {
+            guest_fwb = arch::guest_fwb(fd);
         }
-        let worker = Worker {
-            vcpu,
-            fd,
-            rendezvous: rendezvous.clone(),
-            on_fault: c.on_fault,
-            range: (START_GPA, g.end),
-            counts: WorkerCounts::default(),
-            arch: setup.clone(),
-            keep_mapped: keep_mapped.clone(),
-        };
-        let t = std::thread::Builder::new()
-            .name(format!("stress-vcpu{vcpu}"))
-            .spawn(move || worker.run())
-            .map_err(|e| StressError::Setup(format!("vCPU thread: {e}")))?;
-        handles.push(t);
     }
-    let workers = Workers {
-        threads: handles,
-        rendezvous: rendezvous.clone(),
-    };
+    Ok(Built {
+        vm,
+        image,
+        first_slot,
+        guest_fwb,
+    })
+}
 
-    // The main thread's side: rendezvous, clock, stats, release.
+/// KVM's page counts after each phase, by phase.
+type StatsAfter = BTreeMap<String, BTreeMap<String, u64>>;
+
+type Workers = VcpuThreads<Result<WorkerCounts, WorkerError>>;
+
+/// Ends every worker (abort, then the engine's stop) and returns the counts and the
+/// first vCPU error. A worker that does not stop is an error of its own: its memory
+/// stays mapped (the thread holds it) and the run reports it.
+fn stop_workers(
+    mut workers: Workers,
+    rendezvous: &Rendezvous,
+) -> Result<(Vec<WorkerCounts>, Option<WorkerError>), StressError> {
+    rendezvous.abort();
+    workers.stop(STOP_TIMEOUT).map_err(VmError::from)?;
+    let mut counts = Vec::new();
+    let mut first = None;
+    for i in 0..workers.len() {
+        match workers.join(i) {
+            Some(Ok(Ok(c))) => counts.push(c),
+            Some(Ok(Err(WorkerError::Aborted { .. }))) | None => {}
+            Some(Ok(Err(e))) => {
+                first.get_or_insert(e);
+            }
+            Some(Err(_)) => {
+                first.get_or_insert(WorkerError::Exit {
+                    vcpu: i,
+                    stage: 0,
+                    exit: "the worker thread panicked (a granule bug)".into(),
+                    regs: Box::default(),
+                });
+            }
+        }
+    }
+    Ok((counts, first))
+}
+
+/// The main thread's side of the timed phases: rendezvous, clock, stats, release, and
+/// the mprotect flips between them. Returns each phase's time and the stats after it.
+fn timed_phases(
+    c: &StressConfig,
+    vm: &Vm,
+    chunk: &Chunk,
+    rendezvous: &Rendezvous,
+    ro_flag: u64,
+) -> Result<(Vec<Duration>, StatsAfter), StressError> {
     let mut times = Vec::new();
     let mut stats_after = BTreeMap::new();
     let mut released = Instant::now();
@@ -364,7 +265,7 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
         times.push(arrived - released);
         // Every vCPU is parked: read the stats now, outside the timed phases.
         if let Some(key) = stats_key {
-            if let Ok(s) = stats::read(&vm.fd) {
+            if let Ok(s) = stats::read(vm.fd()) {
                 let pages = s
                     .iter()
                     .filter(|(k, _)| k.starts_with("pages_"))
@@ -377,46 +278,105 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
         rendezvous.release();
         Ok(())
     };
-    let ro_flag = image.ro_flag;
-    let phases = (|| -> Result<(), StressError> {
-        phase("spawning", None)?;
-        phase("run 1", Some("run1"))?;
-        phase("reset", Some("reset"))?;
-        phase("run 2", Some("run2"))?;
-        chunk.protect(libc::PROT_READ)?;
-        std::thread::sleep(Duration::from_micros(10));
-        vm.ram.write(ro_flag, &1u64.to_le_bytes())?;
-        phase("mprotect RO", Some("ro"))?;
-        chunk.protect(libc::PROT_READ | libc::PROT_WRITE)?;
-        phase("mprotect RW", Some("rw"))
-    })();
+    phase("spawning", None)?;
+    phase("run 1", Some("run1"))?;
+    phase("reset", Some("reset"))?;
+    phase("run 2", Some("run2"))?;
+    chunk.protect(libc::PROT_READ)?;
+    std::thread::sleep(Duration::from_micros(10));
+    vm.ram().write(ro_flag, &1u64.to_le_bytes())?;
+    phase("mprotect RO", Some("ro"))?;
+    chunk.protect(libc::PROT_READ | libc::PROT_WRITE)?;
+    phase("mprotect RW", Some("rw"))?;
+    Ok((times, stats_after))
+}
+
+/// The host chunk, mapped and prefaulted as upstream (so guest faults need no
+/// allocation).
+fn prefaulted_chunk(c: &StressConfig, g: &Geometry) -> Result<Arc<Chunk>, StressError> {
+    let chunk = Arc::new(Chunk::new(c.backing, g.slot_size)?);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: the chunk is our live read-write mapping of exactly that length.
+    unsafe {
+        crate::memory::populate(
+            chunk.0.as_ptr(),
+            chunk.0.len(),
+            c.backing.page_size() as usize,
+            threads,
+        )
+    }
+    .map_err(|e| StressError::Setup(format!("prefaulting the chunk: {e}")))?;
+    Ok(chunk)
+}
+
+/// Runs the benchmark once in a fresh VM.
+pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo), StressError> {
+    let setup =
+        Arc::new(arch::setup(kvm).map_err(|e| StressError::Setup(format!("vCPU set-up: {e}")))?);
+    let g: Geometry = config::check(
+        c,
+        kvm.max_memslots() as u64,
+        kvm.max_vcpus(),
+        setup.phys_bits,
+        crate::probe::host_memory(),
+    )?;
+    pool::check(
+        &pool::pages_needed(&[ZoneConfig::new(g.slot_size, c.backing)]),
+        pool::read_pool,
+    )?;
+    let backend = crate::probe::Backend::detect().kind;
+    let chunk = prefaulted_chunk(c, &g)?;
+    let Built {
+        mut vm,
+        image,
+        first_slot,
+        guest_fwb,
+    } = build_vm(kvm, c, &g, &setup, &chunk)?;
+
+    let rendezvous = Arc::new(Rendezvous::new(c.vcpus));
+    let keep_mapped: Arc<dyn Send + Sync> = Arc::new((chunk.clone(), vm.ram().clone()));
+    let worker = |_: usize| {
+        let w = Worker {
+            rendezvous: rendezvous.clone(),
+            on_fault: c.on_fault,
+            range: (START_GPA, g.end),
+            counts: WorkerCounts::default(),
+            arch: setup.clone(),
+        };
+        move |v: &mut crate::vcpu::Vcpu| w.run(v)
+    };
+    let workers = vm.start_drivers(worker, keep_mapped)?;
+    let phases = timed_phases(c, &vm, &chunk, &rendezvous, image.ro_flag);
     if c.progress && std::io::stderr().is_terminal() {
         eprintln!();
     }
-    if let Err(e) = phases {
-        // A vCPU's own error explains an abort better than the abort does.
-        let (_, vcpu_err) = workers.stop();
-        return Err(match (e, vcpu_err) {
-            (StressError::Setup(s), Some(v)) if s == "aborted" => v.into(),
-            (e @ StressError::PhaseTimeout { .. }, _) => e,
-            (_, Some(v)) => v.into(),
-            (e, None) => e,
-        });
-    }
+    let (times, stats_after) = match phases {
+        Ok(t) => t,
+        Err(e) => {
+            // A vCPU's own error explains an abort better than the abort does.
+            let (_, vcpu_err) = stop_workers(workers, &rendezvous)?;
+            return Err(match (e, vcpu_err) {
+                (StressError::Setup(s), Some(v)) if s == "aborted" => v.into(),
+                (e @ StressError::PhaseTimeout { .. }, _) => e,
+                (_, Some(v)) => v.into(),
+                (e, None) => e,
+            });
+        }
+    };
 
     // Teardown as upstream: delete every other slot, drop half the chunk, join.
     let last = first_slot + g.slots as u32 - 1;
     let mut slot = (last as i64) & !1;
     while slot >= i64::from(first_slot) {
-        set_slot(&vm.fd, slot as u32, 0, 0, 0)?;
+        set_slot(vm.fd(), slot as u32, 0, 0, 0)?;
         slot -= 2;
     }
     chunk.drop_first_half();
-    let (counts, err) = workers.stop();
+    let (counts, err) = stop_workers(workers, &rendezvous)?;
     if let Some(e) = err {
         return Err(e.into());
     }
-    let predicted_run1 = predict(&g, &chunk, c.backing, backend, guest_page, first_slot);
+    let predicted_run1 = predict(&g, &chunk, c.backing, backend, setup.guest_page, first_slot);
     let p: [Duration; 5] = [times[1], times[2], times[3], times[4], times[5]];
     let f = |d: Duration| d.as_secs_f64();
     let result = RunResult {
@@ -441,7 +401,7 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
         slots: g.slots,
         backing: c.backing.name().into(),
         on_fault: c.on_fault,
-        guest_page,
+        guest_page: setup.guest_page,
     };
     // The VM (with its remaining slots) and the chunk drop here (once no worker thread
     // holds them): KVM tears down the rest through the mmu_notifier, as upstream's exit

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use granule_arch::report::ReportKind;
-use kvm_ioctls::{VcpuExit, VcpuFd};
 use serde::{Deserialize, Serialize};
 
 pub use super::config::OnFault;
@@ -11,7 +10,7 @@ use thiserror::Error;
 
 use super::arch;
 use super::rendezvous::{Interrupted, Rendezvous};
-use crate::vcpu::RegsSnapshot;
+use crate::vcpu::{BusKind, Exit, RegsSnapshot, Vcpu};
 
 #[derive(Debug, Error)]
 pub enum WorkerError {
@@ -54,53 +53,48 @@ enum Step {
     Mmio,
     Other(String),
     Efault,
-    Intr,
+    Again,
+    Stopped,
     Failed(std::io::Error),
 }
 
+/// mmu_stress_test's vcpu_worker as a driver on the vCPU engine: the stages, with a
+/// rendezvous between them.
 pub struct Worker {
-    pub vcpu: usize,
-    pub fd: VcpuFd,
     pub rendezvous: Arc<Rendezvous>,
     pub on_fault: OnFault,
     /// The aliased guest memory, for recognising MMIO-style faults.
     pub range: (u64, u64),
     pub counts: WorkerCounts,
     pub arch: Arc<arch::Setup>,
-    /// The host memory this vCPU can reach (the chunk and low RAM), held for as long as
-    /// the thread lives: a worker that does not stop when asked may still enter the
-    /// guest, so that memory must not be unmapped under it.
-    #[expect(
-        dead_code,
-        reason = "held, never read: dropping it with the thread is the point"
-    )]
-    pub keep_mapped: Arc<dyn Send + Sync>,
 }
 
 impl Worker {
-    fn stage_err(&self, stage: u64, step: Step) -> WorkerError {
-        let regs = Box::new(RegsSnapshot::read(&self.fd));
+    fn stage_err(&self, v: &Vcpu, stage: u64, step: Step) -> WorkerError {
+        let regs = Box::new(RegsSnapshot::read(&v.fd));
+        let vcpu = v.index;
         match step {
             Step::Failed(err) => WorkerError::Run {
-                vcpu: self.vcpu,
+                vcpu,
                 stage,
                 err,
                 regs,
             },
+            Step::Stopped => WorkerError::Aborted { vcpu },
             Step::Other(exit) => WorkerError::Exit {
-                vcpu: self.vcpu,
+                vcpu,
                 stage,
                 exit,
                 regs,
             },
             Step::Report(k) => WorkerError::Exit {
-                vcpu: self.vcpu,
+                vcpu,
                 stage,
                 exit: format!("report kind {k}"),
                 regs,
             },
             _ => WorkerError::Exit {
-                vcpu: self.vcpu,
+                vcpu,
                 stage,
                 exit: "unexpected".into(),
                 regs,
@@ -108,31 +102,22 @@ impl Worker {
         }
     }
 
-    fn step(&mut self) -> Step {
+    fn step(&self, v: &mut Vcpu) -> Step {
         let (lo, hi) = self.range;
-        match self.fd.run() {
-            Ok(exit) => {
-                if let Some(kind) = arch::report(&exit) {
-                    return Step::Report(kind);
-                }
-                match exit {
-                    VcpuExit::MmioWrite(addr, _) if (lo..hi).contains(&addr) => Step::Mmio,
-                    VcpuExit::Intr => Step::Intr,
-                    other => Step::Other(format!("{other:?}")),
-                }
-            }
-            Err(e) if e.errno() == libc::EFAULT => Step::Efault,
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Step::Intr,
-            Err(e) => Step::Failed(std::io::Error::from_raw_os_error(e.errno())),
+        match v.run_once() {
+            Exit::Report(kind) => Step::Report(kind),
+            Exit::Io {
+                bus: BusKind::Mmio,
+                write: true,
+                addr,
+                ..
+            } if (lo..hi).contains(&addr) => Step::Mmio,
+            Exit::Again => Step::Again,
+            Exit::Stop => Step::Stopped,
+            Exit::RunFailed(errno) if errno == libc::EFAULT => Step::Efault,
+            Exit::RunFailed(errno) => Step::Failed(std::io::Error::from_raw_os_error(errno)),
+            other => Step::Other(format!("{other:?}")),
         }
-    }
-
-    fn report_value(&mut self) -> u64 {
-        arch::report_value(&mut self.fd, &self.arch)
-    }
-
-    fn skip_store(&mut self) -> Result<(), std::io::Error> {
-        arch::skip_store(&mut self.fd, &self.arch)
     }
 
     /// Runs until the guest reports stage `want`. `on_efault`: Some(true) skips the
@@ -140,23 +125,24 @@ impl Worker {
     /// `tolerate` is a stage that may be reported first (stop mode's stage 3).
     fn run_to(
         &mut self,
+        v: &mut Vcpu,
         want: u64,
         on_efault: Option<bool>,
         tolerate: Option<u64>,
     ) -> Result<bool, WorkerError> {
         loop {
             if self.rendezvous.aborted() {
-                return Err(WorkerError::Aborted { vcpu: self.vcpu });
+                return Err(WorkerError::Aborted { vcpu: v.index });
             }
-            match self.step() {
+            match self.step(v) {
                 Step::Report(kind) if ReportKind::from_raw(kind) == Some(ReportKind::Stage) => {
-                    let got = self.report_value();
+                    let got = arch::report_value(&mut v.fd, &self.arch);
                     if got == want {
                         return Ok(true);
                     }
                     if Some(got) != tolerate {
                         return Err(WorkerError::WrongStage {
-                            vcpu: self.vcpu,
+                            vcpu: v.index,
                             want,
                             got,
                         });
@@ -167,63 +153,61 @@ impl Worker {
                     match on_efault {
                         None => return Ok(false),
                         Some(true) => {
-                            if let Err(err) = self.skip_store() {
-                                return Err(self.stage_err(want, Step::Failed(err)));
+                            if let Err(err) = arch::skip_store(&mut v.fd, &self.arch) {
+                                return Err(self.stage_err(v, want, Step::Failed(err)));
                             }
                         }
                         Some(false) => {}
                     }
                 }
                 Step::Mmio => self.counts.mmio_faults += 1,
-                Step::Intr => self.fd.set_kvm_immediate_exit(0),
-                other => return Err(self.stage_err(want, other)),
+                Step::Again => {}
+                other => return Err(self.stage_err(v, want, other)),
             }
         }
     }
 
-    fn meet(&self) -> Result<(), WorkerError> {
+    fn meet(&self, v: &Vcpu) -> Result<(), WorkerError> {
         self.rendezvous
             .vcpu_arrive()
-            .map_err(|_: Interrupted| WorkerError::Aborted { vcpu: self.vcpu })
+            .map_err(|_: Interrupted| WorkerError::Aborted { vcpu: v.index })
     }
 
     /// The whole vcpu_worker; on error it aborts the run for everyone.
-    pub fn run(mut self) -> Result<WorkerCounts, WorkerError> {
-        let run_ptr: *mut kvm_bindings::kvm_run = self.fd.get_kvm_run();
-        let _kick = crate::vcpu::bind_kicks(run_ptr);
-        let r = self.stages();
+    pub fn run(mut self, v: &mut Vcpu) -> Result<WorkerCounts, WorkerError> {
+        let r = self.stages(v);
         if r.is_err() {
             self.rendezvous.abort();
         }
         r.map(|()| self.counts)
     }
 
-    fn stages(&mut self) -> Result<(), WorkerError> {
-        arch::enable_sync_regs(&mut self.fd, &self.arch);
-        self.meet()?; // spawning
-        self.run_to(0, None, None)?; // stage 0: first touch
-        self.meet()?;
+    fn stages(&mut self, v: &mut Vcpu) -> Result<(), WorkerError> {
+        arch::enable_sync_regs(&mut v.fd, &self.arch);
+        self.meet(v)?; // spawning
+        self.run_to(v, 0, None, None)?; // stage 0: first touch
+        self.meet(v)?;
         // x86: toggle CR0.WP, which forces an MMU context reset.
-        arch::reset_mmu(&self.fd).map_err(|e| self.stage_err(1, Step::Failed(e)))?;
-        self.meet()?;
-        self.run_to(1, None, None)?; // stage 1: re-write
-        self.meet()?;
-        self.run_to(2, None, None)?; // stage 2: read; no rendezvous after it
+        arch::reset_mmu(&v.fd).map_err(|e| self.stage_err(v, 1, Step::Failed(e)))?;
+        self.meet(v)?;
+        self.run_to(v, 1, None, None)?; // stage 1: re-write
+        self.meet(v)?;
+        self.run_to(v, 2, None, None)?; // stage 2: read; no rendezvous after it
         match self.on_fault {
             OnFault::Skip => {
                 // Stage 3: skip every faulting store until the guest sees the flag.
-                self.run_to(3, Some(true), None)?;
-                self.meet()?;
-                self.run_to(4, Some(false), None)?;
+                self.run_to(v, 3, Some(true), None)?;
+                self.meet(v)?;
+                self.run_to(v, 4, Some(false), None)?;
             }
             OnFault::Stop => {
                 // Stop at the first fault (or the stage-3 report if the guest saw the
                 // flag first), then wait for RW and finish.
-                let reached = self.run_to(3, None, None)?;
-                self.meet()?;
-                self.run_to(4, Some(false), if reached { None } else { Some(3) })?;
+                let reached = self.run_to(v, 3, None, None)?;
+                self.meet(v)?;
+                self.run_to(v, 4, Some(false), if reached { None } else { Some(3) })?;
             }
         }
-        self.meet()
+        self.meet(v)
     }
 }

@@ -1,4 +1,5 @@
-//! A VM: the KVM VM fd, its RAM and I/O buses, and its running vCPU threads.
+//! A VM: the KVM VM fd, its RAM, I/O buses and resources, and its vCPUs, built in the
+//! order KVM requires and then started as [`RunningVm`].
 
 mod resources;
 mod running;
@@ -12,16 +13,20 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::kvm::KvmHandle;
 use crate::memory::{GuestRam, MemoryError};
+use crate::vcpu::{CoalescedRing, ThreadsError, Vcpu, VcpuThreads};
 
 pub use resources::{ResourceError, VmResources};
-pub use running::{RunningVm, VmExit, STOP_TIMEOUT};
+pub use running::{RunningVm, VmExit};
 
 #[derive(Debug, Error)]
 pub enum VmError {
     #[error("KVM_CREATE_VM failed: {0}")]
     Create(kvm_ioctls::Error),
-    #[error("KVM_SET_TSS_ADDR failed: {0}")]
-    TssAddr(kvm_ioctls::Error),
+    #[error("{what} failed: {source}")]
+    Kvm {
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
     #[error(transparent)]
     Memory(#[from] MemoryError),
     #[error("laying out the VM's resources: {0}")]
@@ -31,93 +36,182 @@ pub enum VmError {
         index: usize,
         source: kvm_ioctls::Error,
     },
-    #[error("cannot install the vCPU kick signal handler: {0}")]
-    KickHandler(vmm_sys_util::errno::Error),
-    #[error("cannot start the thread for vCPU {index}: {source}")]
-    Thread {
-        index: usize,
-        source: std::io::Error,
-    },
-    #[error("vCPU {index} did not stop within {waited_ms} ms; its thread was left running, and the guest's memory stays mapped until it ends")]
-    StopTimeout { index: usize, waited_ms: u128 },
+    /// A set-up step came after the vCPUs it has to precede (a granule bug).
+    #[error("{what} must come before any vCPU is created")]
+    AfterVcpus { what: &'static str },
+    #[error(transparent)]
+    Threads(#[from] ThreadsError),
+}
+
+fn kvm<T>(what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, VmError> {
+    r.map_err(|source| VmError::Kvm { what, source })
 }
 
 /// A created VM whose vCPUs have not started yet.
 pub struct Vm {
-    // Field order is drop order: the VM fd goes before the memory it maps.
-    pub fd: VmFd,
+    // Field order is drop order: the vCPU and VM fds go before the memory they map.
+    vcpus: Vec<VcpuFd>,
+    fd: VmFd,
     /// Shared with every vCPU thread, so RAM stays mapped while any of them may run.
-    pub ram: Arc<GuestRam>,
-    pub pio: Bus,
-    pub mmio: Bus,
-    /// MMIO windows, ports, memslot ids and GSIs for devices, from the arch's map.
-    pub resources: VmResources,
-    /// Signalled whenever a vCPU thread ends, so an event loop can wait on it instead
-    /// of polling.
-    pub exit_notifier: Option<Arc<EventFd>>,
-    /// Set when writes to some port range are coalesced: vCPUs drain KVM's shared
-    /// ring, one at a time, before each KVM_RUN (every vCPU fd must have mapped it).
-    pub coalesced_ring: Option<Arc<std::sync::Mutex<()>>>,
+    ram: Arc<GuestRam>,
+    pio: Bus,
+    mmio: Bus,
+    resources: VmResources,
+    /// Signalled whenever a vCPU thread ends, so an event loop can wait on it.
+    exit_notifier: Option<Arc<EventFd>>,
+    /// Set when writes to some port range are coalesced.
+    ring: Option<Arc<CoalescedRing>>,
 }
 
 impl Vm {
     /// Creates the VM and registers `ram` with it.
-    pub fn new(kvm: &KvmHandle, ram: GuestRam) -> Result<Self, VmError> {
-        let fd = kvm.kvm.create_vm().map_err(VmError::Create)?;
+    pub fn new(kvm_handle: &KvmHandle, ram: GuestRam) -> Result<Self, VmError> {
+        let fd = kvm_handle.kvm.create_vm().map_err(VmError::Create)?;
         #[cfg(target_arch = "x86_64")]
-        fd.set_tss_address(granule_arch::x86_64::layout::KVM_TSS_ADDR as usize)
-            .map_err(VmError::TssAddr)?;
+        kvm(
+            "KVM_SET_TSS_ADDR",
+            fd.set_tss_address(granule_arch::x86_64::layout::KVM_TSS_ADDR as usize),
+        )?;
         ram.register(&fd)?;
         #[cfg(target_arch = "x86_64")]
         let map = &granule_arch::address_map::X86_64;
         #[cfg(target_arch = "aarch64")]
         let map = &granule_arch::address_map::AARCH64;
         let ram_end = ram.ranges().iter().map(|r| r.end()).max().unwrap_or(0);
-        let max_slots = u32::try_from(kvm.max_memslots()).unwrap_or(u32::MAX);
+        let max_slots = u32::try_from(kvm_handle.max_memslots()).unwrap_or(u32::MAX);
         let resources = VmResources::new(map, ram_end, ram.slots().len() as u32, max_slots)?;
         Ok(Self {
+            vcpus: Vec::new(),
             fd,
             ram: Arc::new(ram),
             pio: Bus::new("pio"),
             mmio: Bus::new("mmio"),
             resources,
             exit_notifier: None,
-            coalesced_ring: None,
+            ring: None,
         })
     }
 
-    pub fn create_vcpu(&self, index: usize) -> Result<VcpuFd, VmError> {
-        self.fd
-            .create_vcpu(index as u64)
-            .map_err(|source| VmError::CreateVcpu { index, source })
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
     }
 
-    /// Starts one thread per vCPU. `report_port` enables the built-in programs' report
-    /// channel.
-    pub fn start(self, vcpus: Vec<VcpuFd>, report_port: Option<u16>) -> Result<RunningVm, VmError> {
-        running::start(self, vcpus, report_port)
+    pub fn ram(&self) -> &Arc<GuestRam> {
+        &self.ram
     }
 
-    pub(crate) fn into_parts(self) -> VmParts {
-        VmParts {
-            fd: self.fd,
-            ram: self.ram,
-            pio: Arc::new(self.pio),
-            mmio: Arc::new(self.mmio),
-            resources: self.resources,
-            exit_notifier: self.exit_notifier,
-            coalesced_ring: self.coalesced_ring,
+    pub fn pio(&self) -> &Bus {
+        &self.pio
+    }
+
+    pub fn mmio(&self) -> &Bus {
+        &self.mmio
+    }
+
+    pub fn resources_mut(&mut self) -> &mut VmResources {
+        &mut self.resources
+    }
+
+    /// `eventfd` is signalled whenever a vCPU thread ends.
+    pub fn notify_exits(&mut self, eventfd: Arc<EventFd>) {
+        self.exit_notifier = Some(eventfd);
+    }
+
+    fn before_vcpus(&self, what: &'static str) -> Result<(), VmError> {
+        if self.vcpus.is_empty() {
+            Ok(())
+        } else {
+            Err(VmError::AfterVcpus { what })
         }
     }
-}
 
-/// A [`Vm`] taken apart for its vCPU threads.
-pub(crate) struct VmParts {
-    pub fd: VmFd,
-    pub ram: Arc<GuestRam>,
-    pub pio: Arc<Bus>,
-    pub mmio: Arc<Bus>,
-    pub resources: VmResources,
-    pub exit_notifier: Option<Arc<EventFd>>,
-    pub coalesced_ring: Option<Arc<std::sync::Mutex<()>>>,
+    /// x86's in-kernel irqchip (PIC, I/O APIC, local APICs), which KVM accepts only
+    /// before the first vCPU.
+    #[cfg(target_arch = "x86_64")]
+    pub fn create_irqchip(&mut self) -> Result<(), VmError> {
+        self.before_vcpus("KVM_CREATE_IRQCHIP")?;
+        kvm("KVM_CREATE_IRQCHIP", self.fd.create_irq_chip())
+    }
+
+    /// Has KVM buffer guest writes to ports `port..port+len` instead of exiting, when it
+    /// can and no device claims them; true when it did. Before the vCPUs, which map the
+    /// ring when they are created.
+    pub fn coalesce_pio(
+        &mut self,
+        kvm_handle: &KvmHandle,
+        port: u64,
+        len: u32,
+    ) -> Result<bool, VmError> {
+        self.before_vcpus("KVM_REGISTER_COALESCED_MMIO")?;
+        if !kvm_handle
+            .kvm
+            .check_extension(kvm_ioctls::Cap::CoalescedPio)
+            || self.pio.claims_any(port, u64::from(len))
+        {
+            return Ok(false);
+        }
+        kvm(
+            "KVM_REGISTER_COALESCED_MMIO",
+            self.fd
+                .register_coalesced_mmio(kvm_ioctls::IoEventAddress::Pio(port), len),
+        )?;
+        self.ring = Some(Arc::default());
+        Ok(true)
+    }
+
+    /// The coalesced ring, when [`Vm::coalesce_pio`] set one up.
+    pub fn coalesced_ring(&self) -> Option<&Arc<CoalescedRing>> {
+        self.ring.as_ref()
+    }
+
+    /// Creates the next vCPU (ids count up from 0) and returns it for arch set-up.
+    pub fn create_vcpu(&mut self) -> Result<&VcpuFd, VmError> {
+        let index = self.vcpus.len();
+        let mut fd = self
+            .fd
+            .create_vcpu(index as u64)
+            .map_err(|source| VmError::CreateVcpu { index, source })?;
+        if self.ring.is_some() {
+            kvm(
+                "mapping the coalesced I/O ring",
+                fd.map_coalesced_mmio_ring(),
+            )?;
+        }
+        self.vcpus.push(fd);
+        Ok(&self.vcpus[index])
+    }
+
+    pub fn vcpu(&self, index: usize) -> Option<&VcpuFd> {
+        self.vcpus.get(index)
+    }
+
+    pub fn vcpu_count(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    /// Starts the vCPUs on drivers of the caller's own (`driver(index)` makes each),
+    /// without buses: every access comes back to the driver. The VM stays with the
+    /// caller, which may change memslots while they run. Each thread holds `keep`.
+    pub fn start_drivers<O, D>(
+        &mut self,
+        mut driver: impl FnMut(usize) -> D,
+        keep: Arc<dyn Send + Sync>,
+    ) -> Result<VcpuThreads<O>, VmError>
+    where
+        O: Send + 'static,
+        D: FnOnce(&mut Vcpu) -> O + Send + 'static,
+    {
+        let vcpus = std::mem::take(&mut self.vcpus)
+            .into_iter()
+            .enumerate()
+            .map(|(i, fd)| (Vcpu::new(i, fd, None, true), driver(i)))
+            .collect();
+        Ok(VcpuThreads::spawn(vcpus, keep)?)
+    }
+
+    /// Starts one thread per vCPU. `reports` enables the built-in programs' report
+    /// channel.
+    pub fn start(self, reports: bool) -> Result<RunningVm, VmError> {
+        running::start(self, reports)
+    }
 }

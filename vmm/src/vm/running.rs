@@ -3,29 +3,16 @@
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use granule_devices::Bus;
-use kvm_ioctls::{VcpuFd, VmFd};
-use vmm_sys_util::signal::Killable;
+use kvm_ioctls::VmFd;
 
-use super::{Vm, VmError};
+use super::{Vm, VmError, VmResources};
 use crate::memory::GuestRam;
 use crate::vcpu::{
-    install_kick_handler, kick_signal, Desired, VcpuControl, VcpuEvent, VcpuOutcome, VcpuRunner,
+    drive, EventChannel, Vcpu, VcpuEvent, VcpuIo, VcpuOutcome, VcpuThreads, STOP_TIMEOUT,
 };
-
-/// How long a stop may take before granule reports the vCPU as stuck.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often a stop re-sends the kick (a thread between checks may miss none, but a
-/// thread blocked in a device model only sees `desired` after returning).
-const KICK_INTERVAL: Duration = Duration::from_millis(10);
-
-struct VcpuThread {
-    control: Arc<VcpuControl>,
-    thread: Option<JoinHandle<()>>,
-}
 
 /// How a VM run ended.
 #[derive(Debug)]
@@ -47,91 +34,88 @@ impl VmExit {
 }
 
 pub struct RunningVm {
-    vcpus: Vec<VcpuThread>,
+    // Field order is drop order: the threads are stopped before the VM fd goes.
+    threads: VcpuThreads<VcpuOutcome>,
     events: Receiver<VcpuEvent>,
     outcomes: Vec<Option<VcpuOutcome>>,
-    pub fd: VmFd,
-    pub ram: Arc<GuestRam>,
-    pub pio: Arc<Bus>,
-    pub mmio: Arc<Bus>,
-    /// Device windows, ports, memslot ids and GSIs, for devices added or moved while
-    /// the vCPUs run.
-    pub resources: super::VmResources,
+    fd: VmFd,
+    ram: Arc<GuestRam>,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    resources: VmResources,
 }
 
-pub(super) fn start(
-    vm: Vm,
-    fds: Vec<VcpuFd>,
-    report_port: Option<u16>,
-) -> Result<RunningVm, VmError> {
-    install_kick_handler().map_err(VmError::KickHandler)?;
-    let super::VmParts {
+pub(super) fn start(vm: Vm, reports: bool) -> Result<RunningVm, VmError> {
+    let Vm {
+        vcpus,
         fd,
         ram,
         pio,
         mmio,
         resources,
         exit_notifier,
-        coalesced_ring,
-    } = vm.into_parts();
+        ring,
+    } = vm;
+    let io = VcpuIo {
+        pio: Arc::new(pio),
+        mmio: Arc::new(mmio),
+        ring,
+    };
     let (tx, rx) = mpsc::channel();
-    let mut running = RunningVm {
-        vcpus: Vec::with_capacity(fds.len()),
+    let channel = EventChannel {
+        events: tx,
+        notifier: exit_notifier,
+    };
+    let count = vcpus.len();
+    let drivers = vcpus.into_iter().enumerate().map(|(index, fd)| {
+        let channel = channel.clone();
+        let driver = move |v: &mut Vcpu| drive(v, &channel);
+        (Vcpu::new(index, fd, Some(io.clone()), reports), driver)
+    });
+    let threads = VcpuThreads::spawn(drivers.collect(), ram.clone())?;
+    Ok(RunningVm {
+        threads,
         events: rx,
-        outcomes: vec![None; fds.len()],
+        outcomes: vec![None; count],
         fd,
         ram,
-        pio,
-        mmio,
+        pio: io.pio,
+        mmio: io.mmio,
         resources,
-    };
-    for (index, vcpu_fd) in fds.into_iter().enumerate() {
-        let control = Arc::new(VcpuControl::default());
-        let runner = VcpuRunner {
-            index,
-            fd: vcpu_fd,
-            pio: running.pio.clone(),
-            mmio: running.mmio.clone(),
-            control: control.clone(),
-            keep_ram: running.ram.clone(),
-            events: tx.clone(),
-            report_port,
-            exit_notifier: exit_notifier.clone(),
-            coalesced_ring: coalesced_ring.clone(),
-        };
-        let thread = match std::thread::Builder::new()
-            .name(format!("vcpu{index}"))
-            .spawn(move || runner.run())
-        {
-            Ok(t) => t,
-            Err(source) => {
-                // Only the threads started so far have outcomes to wait for: `running`
-                // drops and stops just those.
-                running.outcomes.truncate(running.vcpus.len());
-                return Err(VmError::Thread { index, source });
-            }
-        };
-        running.vcpus.push(VcpuThread {
-            control,
-            thread: Some(thread),
-        });
-    }
-    Ok(running)
+    })
 }
 
 impl RunningVm {
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+
+    pub fn ram(&self) -> &Arc<GuestRam> {
+        &self.ram
+    }
+
+    pub fn pio(&self) -> &Arc<Bus> {
+        &self.pio
+    }
+
+    pub fn mmio(&self) -> &Arc<Bus> {
+        &self.mmio
+    }
+
+    /// Device windows, ports, memslot ids and GSIs, for devices added or moved while
+    /// the vCPUs run.
+    pub fn resources_mut(&mut self) -> &mut VmResources {
+        &mut self.resources
+    }
+
     pub fn vcpu_count(&self) -> usize {
-        self.vcpus.len()
+        self.threads.len()
     }
 
     fn record(&mut self, event: &VcpuEvent) {
         if let VcpuEvent::Exited { vcpu, outcome } = event {
             if let Some(slot) = self.outcomes.get_mut(*vcpu) {
                 *slot = Some(outcome.clone());
-            }
-            if let Some(t) = self.vcpus.get_mut(*vcpu).and_then(|v| v.thread.take()) {
-                // The thread sent its last event and is returning; joining is immediate.
-                let _ = t.join();
             }
         }
     }
@@ -153,58 +137,27 @@ impl RunningVm {
 
     /// Kicks vCPU `index` out of KVM_RUN so it re-reads what the VMM wants.
     pub fn kick(&self, index: usize) {
-        if let Some(t) = self.vcpus.get(index).and_then(|v| v.thread.as_ref()) {
-            // ESRCH only means the thread is already on its way out.
-            let _ = t.kill(kick_signal());
-        }
+        self.threads.kick(index);
     }
 
     /// Pauses every running vCPU; true if all parked within `timeout`.
     pub fn pause(&self, timeout: Duration) -> bool {
-        let live: Vec<usize> = (0..self.vcpus.len())
-            .filter(|&i| self.outcomes[i].is_none())
-            .collect();
-        for &i in &live {
-            self.vcpus[i].control.set(Desired::Pause);
-            self.kick(i);
-        }
-        let deadline = Instant::now() + timeout;
-        live.iter().all(|&i| {
-            let left = deadline.saturating_duration_since(Instant::now());
-            self.vcpus[i].control.wait_parked(left)
-        })
+        self.threads.pause(timeout)
     }
 
     pub fn resume(&self) {
-        for v in &self.vcpus {
-            v.control.set(Desired::Run);
-        }
+        self.threads.resume();
     }
 
     /// Stops every vCPU and returns all outcomes. Bounded by [`STOP_TIMEOUT`].
     pub fn stop(&mut self) -> Result<Vec<VcpuOutcome>, VmError> {
-        for v in &self.vcpus {
-            v.control.set(Desired::Stop);
-        }
-        let start = Instant::now();
-        while !self.all_exited() {
-            if start.elapsed() > STOP_TIMEOUT {
-                let index = self.outcomes.iter().position(Option::is_none).unwrap_or(0);
-                // Detach: the thread cannot be killed safely, but it is reported.
-                for v in &mut self.vcpus {
-                    v.thread.take();
-                }
-                return Err(VmError::StopTimeout {
-                    index,
-                    waited_ms: start.elapsed().as_millis(),
-                });
+        self.threads.stop(STOP_TIMEOUT)?;
+        for i in 0..self.outcomes.len() {
+            if self.outcomes[i].is_none() {
+                // A panicking driver still sent its outcome; a missing one was stopped.
+                let joined = self.threads.join(i).and_then(Result::ok);
+                self.outcomes[i] = Some(joined.unwrap_or(VcpuOutcome::Stopped));
             }
-            for i in 0..self.vcpus.len() {
-                if self.outcomes[i].is_none() {
-                    self.kick(i);
-                }
-            }
-            self.next_event(KICK_INTERVAL);
         }
         Ok(self
             .outcomes
@@ -250,15 +203,5 @@ impl RunningVm {
             outcomes,
             timed_out,
         })
-    }
-}
-
-impl Drop for RunningVm {
-    fn drop(&mut self) {
-        if !self.all_exited() {
-            if let Err(e) = self.stop() {
-                tracing::error!("{e}");
-            }
-        }
     }
 }

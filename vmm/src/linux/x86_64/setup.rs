@@ -2,6 +2,8 @@
 //! 32-bit hole, the in-kernel irqchip and PIT (before any vCPU, as KVM requires),
 //! ACPI tables, the zero page, the platform devices and each vCPU's state.
 
+use std::fs::File;
+use std::path::PathBuf;
 use std::sync::mpsc::channel;
 use std::sync::Arc;
 
@@ -38,25 +40,35 @@ const RESET_OFFSET: u64 = (ports::ACPI_RESET - ports::ACPI_SLEEP_CONTROL) as u64
 /// exits.
 const PCI_CONFIG_ADDRESS: u64 = 0xcf8;
 
-/// Coalesces writes to the PCI configuration address port when KVM can and no device
-/// claims it; true when it did.
-fn coalesce_pci_config_address(kvm: &KvmHandle, vm: &mut Vm) -> Result<bool, BootError> {
-    if !kvm.kvm.check_extension(kvm_ioctls::Cap::CoalescedPio)
-        || vm.pio.claims_any(PCI_CONFIG_ADDRESS, 4)
-    {
-        return Ok(false);
-    }
-    kvm_step(
-        "KVM_REGISTER_COALESCED_MMIO (port 0xcf8)",
-        vm.fd
-            .register_coalesced_mmio(kvm_ioctls::IoEventAddress::Pio(PCI_CONFIG_ADDRESS), 4),
-    )?;
-    vm.coalesced_ring = Some(Arc::default());
-    Ok(true)
-}
-
 fn kvm_step<T>(what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, BootError> {
     r.map_err(|error| BootError::Kvm { what, error })
+}
+
+/// The user's files, opened and checked before any memory is mapped.
+struct Inputs {
+    image: kernel::KernelImage,
+    initrd: Option<(PathBuf, File, u64)>,
+    cmdline: Vec<u8>,
+}
+
+fn open_inputs(cfg: &LinuxConfig) -> Result<Inputs, BootError> {
+    let image = kernel::open(&cfg.kernel)?;
+    let initrd = match &cfg.initrd {
+        Some(p) => {
+            let (file, len) = open_file("initramfs", p)?;
+            if len == 0 {
+                return Err(BootError::EmptyInitrd(p.clone()));
+            }
+            Some((p.clone(), file, len))
+        }
+        None => None,
+    };
+    let cmdline = kernel::cmdline_bytes(&cfg.cmdline, image.cmdline_max())?;
+    Ok(Inputs {
+        image,
+        initrd,
+        cmdline,
+    })
 }
 
 /// Checks the files, maps RAM, creates the VM and its devices, loads the kernel and
@@ -74,35 +86,65 @@ pub fn prepare(
         .filter(|n| *n < 255)
         .ok_or(BootError::TooManyApicIds(cfg.vcpus))?;
     // Every file check comes before any memory is mapped.
-    let mut image = kernel::open(&cfg.kernel)?;
-    let mut initrd = match &cfg.initrd {
-        Some(p) => {
-            let (file, len) = open_file("initramfs", p)?;
-            if len == 0 {
-                return Err(BootError::EmptyInitrd(p.clone()));
-            }
-            Some((p, file, len))
-        }
-        None => None,
-    };
-    let cmdline = kernel::cmdline_bytes(&cfg.cmdline, image.cmdline_max())?;
-
+    let inputs = open_inputs(cfg)?;
     let ram = GuestRam::new(
         &cfg.zones,
         granule_arch::address_map::X86_64.ram_holes,
         crate::probe::host_memory(),
     )?;
-    let ranges = ram.ranges();
-    let e820 = e820::build(&ranges, image.min_high_ram())?;
     let mut vm = Vm::new(kvm, ram)?;
-    kvm_step("KVM_CREATE_IRQCHIP", vm.fd.create_irq_chip())?;
+    // The irqchip and PIT before any vCPU, as KVM requires.
+    vm.create_irqchip()?;
     let pit = kvm_pit_config {
         flags: KVM_PIT_SPEAKER_DUMMY,
         ..Default::default()
     };
-    kvm_step("KVM_CREATE_PIT2", vm.fd.create_pit2(pit))?;
+    kvm_step("KVM_CREATE_PIT2", vm.fd().create_pit2(pit))?;
+    let loaded = load(&vm, inputs, apic_ids)?;
+    let devices = add_devices(&mut vm, out)?;
+    let supported = kvm_step(
+        "KVM_GET_SUPPORTED_CPUID",
+        kvm.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES),
+    )?;
+    let msrs = kvm_step("KVM_GET_MSR_INDEX_LIST", kvm.kvm.get_msr_index_list())?;
+    vm.coalesce_pio(kvm, PCI_CONFIG_ADDRESS, 4)?;
+    for index in 0..cfg.vcpus {
+        let fd = vm.create_vcpu()?;
+        vcpu::configure(
+            fd,
+            &supported,
+            msrs.as_slice(),
+            index,
+            cfg.vcpus,
+            loaded.entry,
+        )?;
+    }
+    Ok(Prepared {
+        vm,
+        serial: devices.serial,
+        drained: devices.drained,
+        events: devices.events,
+        wake: devices.wake,
+        panic: devices.panic,
+        pvpanic: devices.pvpanic,
+        format: loaded.format,
+        executed: vec![(HIMEM_START, loaded.end)],
+        guest_page_size: crate::vcpu::setup_x86_64::guest_page_size(&supported),
+    })
+}
 
-    let loaded = image.load(&vm.ram)?;
+/// Loads the kernel, the initramfs and the command line, and writes the firmware
+/// tables, the zero page and the early page tables.
+fn load(vm: &Vm, inputs: Inputs, apic_ids: u8) -> Result<kernel::LoadedKernel, BootError> {
+    let Inputs {
+        mut image,
+        mut initrd,
+        cmdline,
+    } = inputs;
+    let ram = vm.ram();
+    let ranges = ram.ranges();
+    let e820 = e820::build(&ranges, image.min_high_ram())?;
+    let loaded = image.load(ram)?;
     let initrd_at = match &mut initrd {
         Some((path, file, len)) => {
             let at = kernel::place_initrd(
@@ -111,15 +153,15 @@ pub fn prepare(
                 ranges[0].end(),
                 loaded.initrd_limit.min(MMIO_HOLE_START),
             )?;
-            crate::linux::files::read_into(&vm.ram, at, "initramfs", path, file, *len)?;
+            crate::linux::files::read_into(ram, at, "initramfs", path, file, *len)?;
             // place_initrd keeps it below 4 GiB, so both fit the zero page's fields.
             (at as u32, *len as u32)
         }
         None => (0, 0),
     };
-    vm.ram.write(CMDLINE_ADDR, &cmdline)?;
+    ram.write(CMDLINE_ADDR, &cmdline)?;
     let acpi = acpi::build(ACPI_ADDR, apic_ids);
-    vm.ram.write(acpi.base, &acpi.bytes)?;
+    ram.write(acpi.base, &acpi.bytes)?;
     let zp = zero_page::build(&zero_page::BootFacts {
         setup_header: loaded.setup_header,
         cmdline_addr: CMDLINE_ADDR as u32,
@@ -127,23 +169,37 @@ pub fn prepare(
         rsdp_addr: ACPI_ADDR,
         e820,
     });
-    zero_page::write(vm.ram.guest_memory(), &zp, ZERO_PAGE_ADDR).map_err(BootError::ZeroPage)?;
+    zero_page::write(ram.guest_memory(), &zp, ZERO_PAGE_ADDR).map_err(BootError::ZeroPage)?;
     let (gdt_at, gdt, _) = tables::gdt_bytes();
-    vm.ram.write(gdt_at, &gdt)?;
+    ram.write(gdt_at, &gdt)?;
     let pt = tables::page_tables()?;
-    vm.ram.write(pt.base, &pt.bytes)?;
+    ram.write(pt.base, &pt.bytes)?;
     let (stub_at, stub) = tables::reset_vector_stub();
-    vm.ram.write(stub_at, &stub)?;
+    ram.write(stub_at, &stub)?;
+    Ok(loaded)
+}
 
-    // Devices. Every event that can end the run also signals `wake`, so the main loop
-    // sleeps until something happens instead of polling.
+/// The platform devices the run loop watches.
+struct Devices {
+    serial: Arc<crate::linux::console::ConsoleSerial>,
+    drained: EventFd,
+    events: std::sync::mpsc::Receiver<granule_devices::PlatformEvent>,
+    wake: Arc<EventFd>,
+    panic: PanicSlot,
+    pvpanic: Arc<PvPanic>,
+}
+
+/// The console UART on COM1, ACPI power, the i8042 reset line, the boot timer and
+/// pvpanic. Every event that can end the run also signals `wake`, so the main loop
+/// sleeps until something happens instead of polling.
+fn add_devices(vm: &mut Vm, out: OutputQueue) -> Result<Devices, BootError> {
     let wake = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(BootError::EventFd)?);
-    vm.exit_notifier = Some(wake.clone());
+    vm.notify_exits(wake.clone());
     let (tx, events) = channel();
     let sink = EventSink::new(tx, Some(wake.clone()));
     let panic = PanicSlot::default();
     let irq = EventFd::new(EFD_NONBLOCK).map_err(BootError::EventFd)?;
-    kvm_step("KVM_IRQFD (COM1)", vm.fd.register_irqfd(&irq, COM1_IRQ))?;
+    kvm_step("KVM_IRQFD (COM1)", vm.fd().register_irqfd(&irq, COM1_IRQ))?;
     let drained = EventFd::new(EFD_NONBLOCK).map_err(BootError::EventFd)?;
     let drained_dev = drained.try_clone().map_err(BootError::EventFd)?;
     let serial = Arc::new(SerialPort::with_interrupt(
@@ -151,9 +207,9 @@ pub fn prepare(
         InputDrained(drained_dev),
         ConsoleOut::new(out, panic.clone()),
     ));
-    vm.pio
-        .insert(u64::from(COM1_PORT), SERIAL_PORT_LEN, serial.clone())?;
-    vm.pio.insert(
+    let pio = vm.pio();
+    pio.insert(u64::from(COM1_PORT), SERIAL_PORT_LEN, serial.clone())?;
+    pio.insert(
         u64::from(ports::ACPI_SLEEP_CONTROL),
         acpi_power_len(RESET_OFFSET),
         Arc::new(AcpiPower::new(
@@ -163,59 +219,24 @@ pub fn prepare(
             ports::ACPI_RESET_VALUE,
         )),
     )?;
-    vm.pio.insert(
+    pio.insert(
         u64::from(ports::I8042_DATA),
         I8042_LEN,
         Arc::new(I8042Reset::new(sink.clone())),
     )?;
-    vm.pio.insert(
+    pio.insert(
         u64::from(ports::BOOT_TIMER),
         1,
         Arc::new(BootTimer::new(ports::BOOT_TIMER_MAGIC, sink.clone())),
     )?;
     let pvpanic = Arc::new(PvPanic::new(sink));
-    vm.pio
-        .insert(u64::from(ports::PVPANIC), PVPANIC_LEN, pvpanic.clone())?;
-
-    // vCPUs.
-    let supported = kvm_step(
-        "KVM_GET_SUPPORTED_CPUID",
-        kvm.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES),
-    )?;
-    let msrs = kvm_step("KVM_GET_MSR_INDEX_LIST", kvm.kvm.get_msr_index_list())?;
-    let coalesce = coalesce_pci_config_address(kvm, &mut vm)?;
-    let mut vcpus = Vec::with_capacity(cfg.vcpus);
-    for index in 0..cfg.vcpus {
-        let mut fd = vm.create_vcpu(index)?;
-        if coalesce {
-            fd.map_coalesced_mmio_ring()
-                .map_err(|error| BootError::VcpuSetup {
-                    index,
-                    what: "mapping the coalesced I/O ring",
-                    error,
-                })?;
-        }
-        vcpu::configure(
-            &fd,
-            &supported,
-            msrs.as_slice(),
-            index,
-            cfg.vcpus,
-            loaded.entry,
-        )?;
-        vcpus.push(fd);
-    }
-    Ok(Prepared {
-        vm,
-        vcpus,
+    pio.insert(u64::from(ports::PVPANIC), PVPANIC_LEN, pvpanic.clone())?;
+    Ok(Devices {
         serial,
         drained,
         events,
         wake,
         panic,
         pvpanic,
-        format: loaded.format,
-        executed: vec![(HIMEM_START, loaded.end)],
-        guest_page_size: crate::vcpu::setup_x86_64::guest_page_size(&supported),
     })
 }
