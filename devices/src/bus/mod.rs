@@ -125,6 +125,41 @@ impl Bus {
         Ok(())
     }
 
+    /// Moves every range that lies inside the window `[base, base + len)` by the same
+    /// distance, so the window starts at `new_base` (a PCI BAR with several trapped
+    /// parts moves as one). All or nothing, in one step; returns how many ranges moved.
+    pub fn relocate_window(&self, base: u64, len: u64, new_base: u64) -> Result<usize, BusError> {
+        let end = base
+            .checked_add(len)
+            .ok_or(BusError::Overflow { base, len })?;
+        new_base.checked_add(len).ok_or(BusError::Overflow {
+            base: new_base,
+            len,
+        })?;
+        let mut map = self.map_mut();
+        let inside: Vec<u64> = map
+            .range(base..end)
+            .filter(|(&b, e)| b + e.len <= end)
+            .map(|(&b, _)| b)
+            .collect();
+        let moved: Vec<(u64, Entry)> = inside
+            .iter()
+            .filter_map(|b| map.remove(b).map(|e| (*b, e)))
+            .collect();
+        // Offsets inside the window are kept, so no moved range can overlap another.
+        let target = |b: u64| new_base + (b - base);
+        if let Some(err) = moved
+            .iter()
+            .find_map(|(b, e)| check_free(&map, target(*b), e.len).err())
+        {
+            map.extend(moved);
+            return Err(err);
+        }
+        let count = moved.len();
+        map.extend(moved.into_iter().map(|(b, e)| (target(b), e)));
+        Ok(count)
+    }
+
     /// True when any device's range overlaps `[base, base + len)`.
     pub fn claims_any(&self, base: u64, len: u64) -> bool {
         let end = base.saturating_add(len);

@@ -192,3 +192,29 @@ fn accesses_see_the_device_whole_while_it_moves_back_and_forth() {
     reader.join().unwrap();
     assert!(bus.claims_any(0x3f8, 8) && !bus.claims_any(0x8000, 8));
 }
+
+#[test]
+fn a_window_moves_every_range_inside_it_or_none() {
+    let bus = Bus::new("test");
+    let dev = || Arc::new(Probe::default());
+    // A BAR at 0x1000 of 0x1000 bytes with two trapped parts; a neighbour outside.
+    bus.insert(0x1000, 0x10, dev()).unwrap();
+    bus.insert(0x1800, 0x20, dev()).unwrap();
+    bus.insert(0x2000, 0x10, dev()).unwrap();
+    assert_eq!(bus.relocate_window(0x1000, 0x1000, 0x8000).unwrap(), 2);
+    assert!(bus.claims_any(0x8000, 0x10) && bus.claims_any(0x8800, 0x20));
+    assert!(!bus.claims_any(0x1000, 0x1000));
+    assert!(bus.claims_any(0x2000, 1), "the neighbour stays");
+    // Onto the neighbour: refused, nothing moved.
+    assert!(matches!(
+        bus.relocate_window(0x8000, 0x1000, 0x1800),
+        Err(BusError::Overlap { other: 0x2000, .. })
+    ));
+    assert!(bus.claims_any(0x8000, 0x10) && bus.claims_any(0x8800, 0x20));
+    assert!(!bus.claims_any(0x1800, 0x800));
+    // Past the end of the address space: refused.
+    assert!(matches!(
+        bus.relocate_window(0x8000, 0x1000, u64::MAX - 0x10),
+        Err(BusError::Overflow { .. })
+    ));
+}

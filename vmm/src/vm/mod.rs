@@ -11,6 +11,7 @@ use kvm_ioctls::{VcpuFd, VmFd};
 use thiserror::Error;
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::devices::DeviceManager;
 use crate::kvm::KvmHandle;
 use crate::memory::{GuestRam, MemoryError};
 use crate::vcpu::{CoalescedRing, ThreadsError, Vcpu, VcpuThreads};
@@ -51,12 +52,11 @@ fn kvm<T>(what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, VmEr
 pub struct Vm {
     // Field order is drop order: the vCPU and VM fds go before the memory they map.
     vcpus: Vec<VcpuFd>,
-    fd: VmFd,
+    fd: Arc<VmFd>,
     /// Shared with every vCPU thread, so RAM stays mapped while any of them may run.
     ram: Arc<GuestRam>,
-    pio: Bus,
-    mmio: Bus,
-    resources: VmResources,
+    /// The buses, device resources and device memory.
+    devices: Arc<DeviceManager>,
     /// Signalled whenever a vCPU thread ends, so an event loop can wait on it.
     exit_notifier: Option<Arc<EventFd>>,
     /// Set when writes to some port range are coalesced.
@@ -66,7 +66,7 @@ pub struct Vm {
 impl Vm {
     /// Creates the VM and registers `ram` with it.
     pub fn new(kvm_handle: &KvmHandle, ram: GuestRam) -> Result<Self, VmError> {
-        let fd = kvm_handle.kvm.create_vm().map_err(VmError::Create)?;
+        let fd = Arc::new(kvm_handle.kvm.create_vm().map_err(VmError::Create)?);
         #[cfg(target_arch = "x86_64")]
         kvm(
             "KVM_SET_TSS_ADDR",
@@ -82,11 +82,9 @@ impl Vm {
         let resources = VmResources::new(map, ram_end, ram.slots().len() as u32, max_slots)?;
         Ok(Self {
             vcpus: Vec::new(),
+            devices: Arc::new(DeviceManager::new(fd.clone(), resources)),
             fd,
             ram: Arc::new(ram),
-            pio: Bus::new("pio"),
-            mmio: Bus::new("mmio"),
-            resources,
             exit_notifier: None,
             ring: None,
         })
@@ -101,15 +99,15 @@ impl Vm {
     }
 
     pub fn pio(&self) -> &Bus {
-        &self.pio
+        self.devices.pio()
     }
 
     pub fn mmio(&self) -> &Bus {
-        &self.mmio
+        self.devices.mmio()
     }
 
-    pub fn resources_mut(&mut self) -> &mut VmResources {
-        &mut self.resources
+    pub fn devices(&self) -> &Arc<DeviceManager> {
+        &self.devices
     }
 
     /// `eventfd` is signalled whenever a vCPU thread ends.
@@ -146,7 +144,7 @@ impl Vm {
         if !kvm_handle
             .kvm
             .check_extension(kvm_ioctls::Cap::CoalescedPio)
-            || self.pio.claims_any(port, u64::from(len))
+            || self.devices.pio().claims_any(port, u64::from(len))
         {
             return Ok(false);
         }

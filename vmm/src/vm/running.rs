@@ -5,10 +5,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use granule_devices::Bus;
 use kvm_ioctls::VmFd;
 
-use super::{Vm, VmError, VmResources};
+use super::{Vm, VmError};
+use crate::devices::DeviceManager;
 use crate::memory::GuestRam;
 use crate::vcpu::{
     drive, EventChannel, Vcpu, VcpuEvent, VcpuIo, VcpuOutcome, VcpuThreads, STOP_TIMEOUT,
@@ -38,11 +38,9 @@ pub struct RunningVm {
     threads: VcpuThreads<VcpuOutcome>,
     events: Receiver<VcpuEvent>,
     outcomes: Vec<Option<VcpuOutcome>>,
-    fd: VmFd,
+    fd: Arc<VmFd>,
     ram: Arc<GuestRam>,
-    pio: Arc<Bus>,
-    mmio: Arc<Bus>,
-    resources: VmResources,
+    devices: Arc<DeviceManager>,
 }
 
 pub(super) fn start(vm: Vm, reports: bool) -> Result<RunningVm, VmError> {
@@ -50,15 +48,13 @@ pub(super) fn start(vm: Vm, reports: bool) -> Result<RunningVm, VmError> {
         vcpus,
         fd,
         ram,
-        pio,
-        mmio,
-        resources,
+        devices,
         exit_notifier,
         ring,
     } = vm;
     let io = VcpuIo {
-        pio: Arc::new(pio),
-        mmio: Arc::new(mmio),
+        pio: devices.pio().clone(),
+        mmio: devices.mmio().clone(),
         ring,
     };
     let (tx, rx) = mpsc::channel();
@@ -79,9 +75,7 @@ pub(super) fn start(vm: Vm, reports: bool) -> Result<RunningVm, VmError> {
         outcomes: vec![None; count],
         fd,
         ram,
-        pio: io.pio,
-        mmio: io.mmio,
-        resources,
+        devices,
     })
 }
 
@@ -94,18 +88,10 @@ impl RunningVm {
         &self.ram
     }
 
-    pub fn pio(&self) -> &Arc<Bus> {
-        &self.pio
-    }
-
-    pub fn mmio(&self) -> &Arc<Bus> {
-        &self.mmio
-    }
-
-    /// Device windows, ports, memslot ids and GSIs, for devices added or moved while
-    /// the vCPUs run.
-    pub fn resources_mut(&mut self) -> &mut VmResources {
-        &mut self.resources
+    /// The buses, device resources and device memory, for devices added or moved
+    /// while the vCPUs run.
+    pub fn devices(&self) -> &Arc<DeviceManager> {
+        &self.devices
     }
 
     pub fn vcpu_count(&self) -> usize {

@@ -1,0 +1,145 @@
+//! The device manager on the host's /dev/kvm: device windows (a PCI BAR's trapped parts
+//! on the bus and its mapped part in a memslot) added, moved and removed while a vCPU
+//! runs, checked against KVM itself.
+
+// The built-in guest programs exist for x86_64 only so far.
+#![cfg(target_arch = "x86_64")]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use granule_arch::Program;
+use granule_devices::{Access, BusDevice};
+use granule_vmm::memory::mmap::AlignedMmap;
+use granule_vmm::memory::{Backing, ZoneConfig};
+use granule_vmm::programs::{launch, RunConfig};
+use granule_vmm::vcpu::VcpuOutcome;
+use kvm_bindings::kvm_userspace_memory_region;
+
+const MIB: u64 = 1 << 20;
+
+/// Remembers the last write: a BAR's trapped register block.
+#[derive(Default)]
+struct Registers(Mutex<Option<(u64, u8)>>);
+
+impl BusDevice for Registers {
+    fn read(&self, _offset: u64, data: &mut [u8]) {
+        data.fill(0x5a);
+    }
+    fn write(&self, offset: u64, data: &[u8]) {
+        *self.0.lock().unwrap() = Some((offset, data[0]));
+    }
+}
+
+/// Whether KVM already has a memslot covering `[gpa, gpa + size)`: a probe slot there
+/// is refused with EEXIST, else it is added and deleted again.
+fn kvm_has_memory_at(vm: &kvm_ioctls::VmFd, gpa: u64, size: u64, hva: u64) -> bool {
+    const PROBE_SLOT: u32 = 500;
+    let region = |size| kvm_userspace_memory_region {
+        slot: PROBE_SLOT,
+        flags: 0,
+        guest_phys_addr: gpa,
+        memory_size: size,
+        userspace_addr: hva,
+    };
+    // SAFETY: `hva..hva+size` is a live mapping of the test that outlives the probe
+    // slot, which is deleted (size 0) right after it is added.
+    match unsafe { vm.set_user_memory_region(region(size)) } {
+        Err(e) if e.errno() == libc::EEXIST => true,
+        Err(e) => panic!("probe slot at {gpa:#x}: {e}"),
+        Ok(()) => {
+            // SAFETY: deleting the probe slot reads no memory.
+            unsafe { vm.set_user_memory_region(region(0)) }.unwrap();
+            false
+        }
+    }
+}
+
+#[test]
+fn a_device_window_moves_its_bus_ranges_and_memslot_while_a_vcpu_runs() {
+    if !common::kvm_available("a_device_window_moves_its_bus_ranges_and_memslot_while_a_vcpu_runs")
+    {
+        return;
+    }
+    let kvm = common::kvm();
+    let cfg = RunConfig {
+        program: Program::Spin,
+        vcpus: 1,
+        zones: vec![ZoneConfig::new(64 * MIB, Backing::Anon4k)],
+        timeout: None,
+        progress: false,
+    };
+    let mut l = launch(&kvm, &cfg, std::io::sink()).unwrap();
+    let dm = l.running.devices().clone();
+    let ram_slots = l.running.ram().slots().len() as u32;
+
+    // A 4 MiB BAR: registers trapped at offset 0, 2 MiB of memory mapped at offset 2 MiB.
+    let (bar, moved_to) = {
+        let mut res = dm.resources();
+        let a = res.mmio32.allocate_natural(4 * MIB).unwrap();
+        let b = res.mmio32.allocate_natural(4 * MIB).unwrap();
+        (a, b)
+    };
+    assert_eq!(bar % (4 * MIB), 0, "naturally aligned");
+    let memory =
+        Arc::new(AlignedMmap::new(Backing::Anon4k, 2 * MIB as usize, 2 * MIB as usize, 0).unwrap());
+    let hva = memory.as_ptr() as u64;
+    let regs = Arc::new(Registers::default());
+    dm.mmio().insert(bar, 0x1000, regs.clone()).unwrap();
+    let slot = dm
+        .map_memory(bar + 2 * MIB, 2 * MIB, hva, memory.clone())
+        .unwrap();
+    assert_eq!(slot, ram_slots, "the first free memslot id after RAM's");
+    assert!(kvm_has_memory_at(
+        l.running.fd(),
+        bar + 2 * MIB,
+        2 * MIB,
+        hva
+    ));
+
+    dm.move_window(bar, 4 * MIB, moved_to).unwrap();
+
+    // The bus range moved with its offset...
+    assert_eq!(dm.mmio().write(moved_to + 8, &[7]), Access::Claimed);
+    assert_eq!(*regs.0.lock().unwrap(), Some((8, 7)));
+    assert_eq!(dm.mmio().write(bar + 8, &[9]), Access::Unclaimed);
+    // ...and so did the memslot, as KVM sees it.
+    assert_eq!(dm.memslot_at(moved_to + 2 * MIB), Some(slot));
+    assert!(kvm_has_memory_at(
+        l.running.fd(),
+        moved_to + 2 * MIB,
+        2 * MIB,
+        hva
+    ));
+    assert!(!kvm_has_memory_at(
+        l.running.fd(),
+        bar + 2 * MIB,
+        2 * MIB,
+        hva
+    ));
+
+    // The guest never stopped.
+    assert!(l
+        .running
+        .next_event(Duration::ZERO)
+        .is_none_or(|e| !matches!(e, granule_vmm::vcpu::VcpuEvent::Exited { .. })));
+
+    // Removed, the memslot id is free for the next device memory.
+    dm.unmap_memory(moved_to + 2 * MIB).unwrap();
+    assert!(!kvm_has_memory_at(
+        l.running.fd(),
+        moved_to + 2 * MIB,
+        2 * MIB,
+        hva
+    ));
+    let again = dm.map_memory(bar + 2 * MIB, 2 * MIB, hva, memory).unwrap();
+    assert_eq!(again, slot, "memslot ids are reused");
+    // A window onto memory already mapped is refused and leaves everything in place.
+    assert!(dm.move_window(moved_to, 4 * MIB, bar).is_err());
+    assert!(dm.mmio().claims_any(moved_to, 0x1000));
+    assert_eq!(dm.memslot_at(bar + 2 * MIB), Some(again));
+
+    assert_eq!(l.running.stop().unwrap(), vec![VcpuOutcome::Stopped]);
+}

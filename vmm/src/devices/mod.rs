@@ -1,0 +1,233 @@
+//! The device manager: owns the VM's PIO and MMIO buses, its device resources and the
+//! memslots of device memory (passthrough BARs), and moves a device's bus range and
+//! memslot together when the guest reprograms where it lives. Shared by the VMM and
+//! the vCPU threads (a BAR write arrives on a vCPU), so every part locks on its own.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use granule_devices::{Bus, BusError};
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::VmFd;
+use thiserror::Error;
+
+use crate::allocators::IdError;
+use crate::vm::VmResources;
+
+#[derive(Debug, Error)]
+pub enum DeviceError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("no memslot for device memory: {0}")]
+    Memslot(#[from] IdError),
+    #[error("device memory of {size:#x} bytes at {gpa:#x} runs past the end of the address space")]
+    Overflow { gpa: u64, size: u64 },
+    #[error("device memory at {gpa:#x}..{end:#x} overlaps device memory at {other:#x}")]
+    Overlap { gpa: u64, end: u64, other: u64 },
+    #[error("no device memory is mapped at {0:#x}")]
+    NoRegion(u64),
+    #[error(
+        "KVM_SET_USER_MEMORY_REGION (slot {slot}, {gpa:#x}, {size:#x} bytes) failed: {source}"
+    )]
+    Kvm {
+        slot: u32,
+        gpa: u64,
+        size: u64,
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// Device memory the guest reaches without exits: a memslot over a host mapping (a
+/// passthrough BAR's mmap).
+struct Region {
+    slot: u32,
+    size: u64,
+    hva: u64,
+    /// The host mapping, kept until the memslot is gone.
+    _keep: Arc<dyn Send + Sync>,
+}
+
+pub struct DeviceManager {
+    vm: Arc<VmFd>,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    resources: Mutex<VmResources>,
+    /// Device memory by guest-physical base.
+    regions: Mutex<BTreeMap<u64, Region>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a thread panicked holding it; the maps stay consistent
+    // because every change is one insert or remove.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl DeviceManager {
+    pub fn new(vm: Arc<VmFd>, resources: VmResources) -> Self {
+        Self {
+            vm,
+            pio: Arc::new(Bus::new("pio")),
+            mmio: Arc::new(Bus::new("mmio")),
+            resources: Mutex::new(resources),
+            regions: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn pio(&self) -> &Arc<Bus> {
+        &self.pio
+    }
+
+    pub fn mmio(&self) -> &Arc<Bus> {
+        &self.mmio
+    }
+
+    /// MMIO windows, ports, memslot ids and GSIs, for devices added at any time.
+    pub fn resources(&self) -> MutexGuard<'_, VmResources> {
+        lock(&self.resources)
+    }
+
+    fn set_slot(&self, slot: u32, gpa: u64, size: u64, hva: u64) -> Result<(), DeviceError> {
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: size,
+            userspace_addr: hva,
+        };
+        // SAFETY: `hva..hva+size` is a live mapping held by the region's `_keep` until
+        // after this slot is deleted (size 0 deletes, and reads no memory).
+        unsafe { self.vm.set_user_memory_region(region) }.map_err(|source| DeviceError::Kvm {
+            slot,
+            gpa,
+            size,
+            source,
+        })
+    }
+
+    fn check_free(
+        regions: &BTreeMap<u64, Region>,
+        gpa: u64,
+        size: u64,
+        except: Option<u64>,
+    ) -> Result<(), DeviceError> {
+        let end = gpa
+            .checked_add(size)
+            .ok_or(DeviceError::Overflow { gpa, size })?;
+        let clash = regions
+            .iter()
+            .filter(|(base, _)| Some(**base) != except)
+            .find(|(base, r)| **base < end && gpa < **base + r.size);
+        match clash {
+            Some((other, _)) => Err(DeviceError::Overlap {
+                gpa,
+                end,
+                other: *other,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Maps `size` bytes of host memory at `hva` into the guest at `gpa` in a memslot of
+    /// its own; `keep` holds the host mapping until the memslot is removed.
+    pub fn map_memory(
+        &self,
+        gpa: u64,
+        size: u64,
+        hva: u64,
+        keep: Arc<dyn Send + Sync>,
+    ) -> Result<u32, DeviceError> {
+        let mut regions = lock(&self.regions);
+        Self::check_free(&regions, gpa, size, None)?;
+        let slot = self.resources().memslots.allocate()?;
+        if let Err(e) = self.set_slot(slot, gpa, size, hva) {
+            let _ = self.resources().memslots.free(slot);
+            return Err(e);
+        }
+        regions.insert(
+            gpa,
+            Region {
+                slot,
+                size,
+                hva,
+                _keep: keep,
+            },
+        );
+        Ok(slot)
+    }
+
+    /// Removes the device memory at `gpa`: KVM drops the memslot first, then the host
+    /// mapping may go (no vCPU can reach it any more), and the slot id is free again.
+    pub fn unmap_memory(&self, gpa: u64) -> Result<(), DeviceError> {
+        let mut regions = lock(&self.regions);
+        let r = regions.get(&gpa).ok_or(DeviceError::NoRegion(gpa))?;
+        self.set_slot(r.slot, gpa, 0, 0)?;
+        let r = regions.remove(&gpa).ok_or(DeviceError::NoRegion(gpa))?;
+        self.resources().memslots.free(r.slot)?;
+        Ok(())
+    }
+
+    /// The memslot of the device memory at `gpa`, if any.
+    pub fn memslot_at(&self, gpa: u64) -> Option<u32> {
+        lock(&self.regions).get(&gpa).map(|r| r.slot)
+    }
+
+    /// Moves a device window (a PCI BAR): every MMIO bus range and every piece of
+    /// device memory inside `[base, base + size)` keeps its offset and moves so the
+    /// window starts at `new_base`. Either all of it moves or none: a memslot KVM
+    /// refuses to move puts back the memslots moved so far and the bus ranges.
+    pub fn move_window(&self, base: u64, size: u64, new_base: u64) -> Result<(), DeviceError> {
+        let mut regions = lock(&self.regions);
+        let end = base
+            .checked_add(size)
+            .ok_or(DeviceError::Overflow { gpa: base, size })?;
+        new_base.checked_add(size).ok_or(DeviceError::Overflow {
+            gpa: new_base,
+            size,
+        })?;
+        let mut inside: Vec<u64> = regions
+            .range(base..end)
+            .filter(|(b, r)| **b + r.size <= end)
+            .map(|(b, _)| *b)
+            .collect();
+        // Moved one memslot at a time, the pieces go front first in the direction of
+        // travel, so none lands on a piece not yet moved.
+        if new_base > base {
+            inside.reverse();
+        }
+        let target = |b: u64| new_base + (b - base);
+        // The whole target window must be free of device memory that stays put.
+        let clash = regions
+            .iter()
+            .filter(|(o, _)| !inside.contains(o))
+            .find(|(o, r)| **o < new_base + size && new_base < **o + r.size);
+        if let Some((other, _)) = clash {
+            return Err(DeviceError::Overlap {
+                gpa: new_base,
+                end: new_base + size,
+                other: *other,
+            });
+        }
+        self.mmio.relocate_window(base, size, new_base)?;
+        let mut moved = Vec::new();
+        for b in inside {
+            let r = &regions[&b];
+            // KVM moves a memslot in place when only its guest address changes.
+            if let Err(e) = self.set_slot(r.slot, target(b), r.size, r.hva) {
+                for m in moved.into_iter().rev() {
+                    let r: &Region = &regions[&m];
+                    let _ = self.set_slot(r.slot, m, r.size, r.hva);
+                }
+                let _ = self.mmio.relocate_window(new_base, size, base);
+                return Err(e);
+            }
+            moved.push(b);
+        }
+        // All out, then all in: a target may be where another piece was.
+        let pieces: Vec<(u64, Region)> = moved
+            .into_iter()
+            .filter_map(|b| regions.remove(&b).map(|r| (target(b), r)))
+            .collect();
+        regions.extend(pieces);
+        Ok(())
+    }
+}
