@@ -153,6 +153,44 @@ fn hello_prints_on_the_serial_port() {
     );
 }
 
+/// A console whose writes block until the test releases it: a stdout pipe nobody reads.
+struct NeverRead(std::sync::mpsc::Receiver<()>);
+
+impl std::io::Write for NeverRead {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.recv();
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The UART never writes to the console itself: a console that is never read leaves
+/// the guest running to its end, and the lost output is counted.
+#[test]
+fn hello_finishes_when_its_console_is_never_read() {
+    if !common::kvm_available("hello_finishes_when_its_console_is_never_read") {
+        return;
+    }
+    let kvm = common::kvm();
+    let (release, blocked) = std::sync::mpsc::channel();
+    let text = "never read\n".repeat(4);
+    let mut cfg = config(Program::Hello { text: text.clone() }, 1, 64 << 20);
+    cfg.timeout = Some(Duration::from_secs(60));
+    let s = programs::run(&kvm, &cfg, NeverRead(blocked)).unwrap();
+    assert_eq!(s.verdict, Verdict::Ok, "{:?}", s.outcomes);
+    // Nothing reached the console, and all of it is counted as unwritten.
+    assert_eq!(
+        s.console.unwritten_bytes,
+        text.len() as u64,
+        "{:?}",
+        s.console
+    );
+    assert_eq!(s.console.dropped_bytes, 0);
+    drop(release);
+}
+
 /// Pause stops progress, resume restarts it, stop ends every vCPU within the bound.
 #[test]
 fn spin_pauses_resumes_and_stops() {

@@ -3,6 +3,7 @@
 
 pub mod allocators;
 pub mod cli;
+pub mod console;
 pub mod devices;
 pub mod kvm;
 pub mod linux;

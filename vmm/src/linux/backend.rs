@@ -11,8 +11,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::console::{ConsoleSerial, PanicSlot};
 use super::files::KernelFormat;
-use super::output::OutputQueue;
 use super::{BootError, LinuxConfig};
+use crate::console::OutputQueue;
 use crate::kvm::KvmHandle;
 use crate::vm::Vm;
 

@@ -14,7 +14,7 @@ use granule_devices::serial::{EventFdTrigger, InputDrained};
 use granule_devices::SerialPort;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::output::OutputQueue;
+use crate::console::OutputQueue;
 
 /// The Linux guest's UART.
 pub type ConsoleSerial = SerialPort<ConsoleOut, EventFdTrigger, InputDrained>;
@@ -251,7 +251,7 @@ mod tests {
     fn console() -> (ConsoleOut, PanicSlot) {
         let slot = PanicSlot::default();
         let (_writer, queue) =
-            super::super::output::ConsoleWriter::spawn(Box::new(io::sink()), 1 << 20).unwrap();
+            crate::console::ConsoleWriter::spawn(Box::new(io::sink()), 1 << 20).unwrap();
         (ConsoleOut::new(queue, slot.clone()), slot)
     }
 

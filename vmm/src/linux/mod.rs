@@ -11,7 +11,6 @@ mod backend;
 mod console;
 mod ending;
 pub mod files;
-mod output;
 mod run;
 pub mod signals;
 pub mod summary;

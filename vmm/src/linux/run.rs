@@ -13,10 +13,10 @@ use granule_devices::PlatformEvent;
 use super::backend::{BootBackend, Prepared};
 use super::console::{StdinPump, TerminalMode, WakeListener};
 use super::ending::EndJudge;
-use super::output::{ConsoleWriter, OutputEnd, QUEUE_BYTES};
 use super::signals::InterruptScope;
 use super::summary::{BootSummary, BootTimes, ConsoleLoss, End, LeafShare};
 use super::{BootError, LinuxConfig};
+use crate::console::with_console;
 use crate::kvm::KvmHandle;
 use crate::vcpu::VcpuEvent;
 use crate::vm::RunningVm;
@@ -24,9 +24,6 @@ use crate::vm::RunningVm;
 /// The longest the main loop sleeps without an event (a safety net: every event that
 /// ends a run also wakes it).
 const MAX_WAIT: Duration = Duration::from_secs(1);
-/// How long granule waits, after the guest ended, for queued console output to reach
-/// stdout; a stdout that is not read then gets the rest dropped (and counted).
-const OUTPUT_WAIT: Duration = Duration::from_secs(2);
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -39,22 +36,12 @@ pub fn boot(kvm: &KvmHandle, cfg: &LinuxConfig) -> Result<BootSummary, BootError
         .as_fd()
         .try_clone_to_owned()
         .map_err(BootError::Console)?;
-    let (writer, queue) = ConsoleWriter::spawn(Box::new(File::from(stdout)), QUEUE_BYTES)
-        .map_err(BootError::Console)?;
-    let result = super::HostBoot::prepare(kvm, cfg, queue).and_then(|p| run(p, cfg));
-    let output = writer.finish(OUTPUT_WAIT);
-    if output != OutputEnd::default() {
-        tracing::warn!(
-            "guest console output lost: {} bytes dropped while stdout was not read, {} bytes still unwritten at the end",
-            output.dropped,
-            output.unwritten
-        );
-    }
+    let (result, console) = with_console(Box::new(File::from(stdout)), |queue| {
+        super::HostBoot::prepare(kvm, cfg, queue).and_then(|p| run(p, cfg))
+    })
+    .map_err(BootError::Console)?;
     let mut summary = result?;
-    summary.console = ConsoleLoss {
-        dropped_bytes: output.dropped,
-        unwritten_bytes: output.unwritten,
-    };
+    summary.console = console;
     Ok(summary)
 }
 

@@ -111,14 +111,7 @@ pub struct BootSummary {
     pub console: ConsoleLoss,
 }
 
-/// Console output lost on the way to stdout; both zero when all of it was written.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct ConsoleLoss {
-    /// Dropped while stdout was not being read and the queue was full.
-    pub dropped_bytes: u64,
-    /// Still queued when granule stopped waiting for stdout at the end.
-    pub unwritten_bytes: u64,
-}
+pub use crate::console::ConsoleLoss;
 
 /// The lines granule prints on stderr after the run.
 pub fn render(s: &BootSummary) -> String {

@@ -43,6 +43,8 @@ pub enum RunError {
     Serial(granule_devices::BusError),
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    #[error("cannot set up the console output: {0}")]
+    Console(std::io::Error),
 }
 
 /// What to run and how.
@@ -89,6 +91,8 @@ pub struct RunSummary {
     pub pages_verified: u64,
     /// Predicted vs observed stage-2 leaves.
     pub stage2: crate::report::Stage2Report,
+    /// Console output that never reached stdout.
+    pub console: crate::console::ConsoleLoss,
 }
 
 /// Short name of a program for reports.
@@ -105,11 +109,25 @@ pub fn program_name(p: &Program) -> &'static str {
 }
 
 /// Runs `cfg.program` in a fresh VM until it finishes, crashes or times out; the serial
-/// console goes to `console`.
+/// console goes to `console` through the console queue, so a console nobody reads
+/// never blocks a vCPU.
 pub fn run(
     kvm: &KvmHandle,
     cfg: &RunConfig,
     console: impl Write + Send + 'static,
+) -> Result<RunSummary, RunError> {
+    let (result, loss) =
+        crate::console::with_console(Box::new(console), |queue| run_queued(kvm, cfg, queue))
+            .map_err(RunError::Console)?;
+    let mut summary = result?;
+    summary.console = loss;
+    Ok(summary)
+}
+
+fn run_queued(
+    kvm: &KvmHandle,
+    cfg: &RunConfig,
+    console: crate::console::OutputQueue,
 ) -> Result<RunSummary, RunError> {
     let Launched {
         mut running,
@@ -173,6 +191,7 @@ pub fn run(
         },
         pages_verified,
         stage2,
+        console: crate::console::ConsoleLoss::default(),
     })
 }
 

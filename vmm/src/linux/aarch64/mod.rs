@@ -2,8 +2,8 @@
 //! so the arch-neutral boot path is compiled and checked for aarch64 too.
 
 use super::backend::{BootBackend, Prepared};
-use super::output::OutputQueue;
 use super::{BootError, LinuxConfig};
+use crate::console::OutputQueue;
 use crate::kvm::KvmHandle;
 
 pub struct Arm64Boot;

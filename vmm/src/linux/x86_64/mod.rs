@@ -8,8 +8,8 @@ mod vcpu;
 mod zero_page;
 
 use super::backend::{BootBackend, Prepared};
-use super::output::OutputQueue;
 use super::{BootError, LinuxConfig};
+use crate::console::OutputQueue;
 use crate::kvm::KvmHandle;
 
 pub struct X86Boot;

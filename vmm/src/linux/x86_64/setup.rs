@@ -22,11 +22,11 @@ use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY}
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{kernel, vcpu, zero_page};
+use crate::console::OutputQueue;
 use crate::kvm::KvmHandle;
 use crate::linux::backend::Prepared;
 use crate::linux::console::{ConsoleOut, PanicSlot};
 use crate::linux::files::open_file;
-use crate::linux::output::OutputQueue;
 use crate::linux::{BootError, LinuxConfig};
 use crate::memory::GuestRam;
 use crate::vm::Vm;
