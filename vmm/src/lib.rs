@@ -12,6 +12,7 @@ pub mod observe;
 pub mod plan_command;
 pub mod probe;
 pub mod programs;
+pub mod progress;
 pub mod report;
 pub mod stage2;
 pub mod stress;

@@ -1,7 +1,6 @@
 //! Running granule's built-in guest programs (`granule run` without a kernel).
 
 mod launch;
-mod progress;
 mod verify;
 
 use std::io::Write;
@@ -15,6 +14,7 @@ use thiserror::Error;
 
 use crate::kvm::KvmHandle;
 use crate::memory::ZoneConfig;
+use crate::progress::Progress;
 use crate::vcpu::{VcpuEvent, VcpuOutcome};
 use crate::vm::{VmError, VmExit};
 pub use launch::{launch, launch_with, ExtraDevice, Launched};
@@ -138,27 +138,34 @@ fn run_queued(
     } = launch(kvm, cfg, console)?;
     let deadline = cfg.timeout.map(|t| started + t);
     let total_pages: u64 = image.pages_per_vcpu.iter().sum();
-    let mut progress =
-        progress::Progress::new(cfg.progress && total_pages > 0, cfg.vcpus, total_pages);
+    let mut progress = Progress::pages(cfg.progress && total_pages > 0, total_pages);
+    // Pages done per vCPU, as each last reported.
+    let mut done = vec![0u64; cfg.vcpus];
+    let mut update = |vcpu: usize, pages: u64| {
+        if let Some(d) = done.get_mut(vcpu) {
+            *d = pages;
+        }
+        progress.set(done.iter().sum());
+    };
     let mut values = Vec::new();
     let exit = running.wait(deadline, Duration::from_millis(250), |event| match event {
-        None => progress.tick(),
+        None => {}
         Some(VcpuEvent::Report {
             vcpu,
             kind: ReportKind::Progress,
             value,
-        }) => progress.update(*vcpu, *value),
+        }) => update(*vcpu, *value),
         Some(VcpuEvent::Report {
             vcpu,
             kind: ReportKind::Value,
             value,
         }) => values.push((*vcpu, *value)),
         Some(VcpuEvent::Report { .. }) => {}
-        Some(VcpuEvent::Exited { vcpu, outcome }) => {
-            if let VcpuOutcome::Done { code: 0 } = outcome {
-                progress.update(*vcpu, image.pages_per_vcpu[*vcpu]);
-            }
-        }
+        Some(VcpuEvent::Exited {
+            vcpu,
+            outcome: VcpuOutcome::Done { code: 0 },
+        }) => update(*vcpu, image.pages_per_vcpu.get(*vcpu).copied().unwrap_or(0)),
+        Some(VcpuEvent::Exited { .. }) => {}
     })?;
     progress.finish();
     let elapsed_s = started.elapsed().as_secs_f64();

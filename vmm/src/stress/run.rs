@@ -1,7 +1,6 @@
 //! One stress run: memory, VM, vCPU workers, the timed phases and the teardown.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use super::worker::{Worker, WorkerCounts, WorkerError};
 use crate::kvm::KvmHandle;
 use crate::memory::{pool, Backing, GuestRam, MemoryError, ZoneConfig};
 use crate::observe::stats;
+use crate::progress::Progress;
 use crate::vcpu::{VcpuThreads, STOP_TIMEOUT};
 use crate::vm::{Vm, VmError};
 
@@ -53,38 +53,6 @@ impl From<WorkerError> for StressError {
 
 /// Low RAM for the program image, page tables and stacks (upstream's slot 0).
 const LOW_RAM: u64 = 64 << 20;
-/// Progress on stderr during long phases: an updating line on a terminal, else one line
-/// every 5 s (CI logs stay short).
-fn show(
-    progress: bool,
-    phase: &str,
-    pending: i64,
-    vcpus: usize,
-    since: Instant,
-    last: &mut Instant,
-) {
-    let mut e = std::io::stderr().lock();
-    let tty = e.is_terminal();
-    let every = if tty {
-        Duration::from_millis(100)
-    } else {
-        Duration::from_secs(5)
-    };
-    if !progress || since.elapsed() < Duration::from_secs(1) || last.elapsed() < every {
-        return;
-    }
-    *last = Instant::now();
-    let line = format!(
-        "{phase}: {pending} of {vcpus} vCPUs still working, {:.1}s",
-        since.elapsed().as_secs_f64()
-    );
-    let _ = if tty {
-        write!(e, "\r{line}   ")
-    } else {
-        writeln!(e, "{line}")
-    };
-}
-
 /// Stage-2 leaves the planner expects once run 1 has written all of the aliased memory
 /// (the program image's own few 4K leaves in slot 0 come on top).
 fn predict(
@@ -246,12 +214,19 @@ fn timed_phases(
     let mut times = Vec::new();
     let mut stats_after = BTreeMap::new();
     let mut released = Instant::now();
+    let mut progress = Progress::waiting(c.progress);
     let mut phase = |name: &'static str, stats_key: Option<&str>| -> Result<(), StressError> {
         let deadline = released + c.phase_timeout;
-        let mut last = Instant::now() - Duration::from_secs(60);
         let arrived = rendezvous
             .main_wait(deadline, |pending| {
-                show(c.progress, name, pending, c.vcpus, released, &mut last)
+                // Quiet for the first second: most phases end sooner.
+                let secs = released.elapsed().as_secs_f64();
+                if secs >= 1.0 {
+                    progress.say(format!(
+                        "{name}: {pending} of {} vCPUs still working, {secs:.1}s",
+                        c.vcpus
+                    ));
+                }
             })
             .map_err(|why| match why {
                 Interrupted::TimedOut => StressError::PhaseTimeout {
@@ -347,9 +322,6 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
     };
     let workers = vm.start_drivers(worker, keep_mapped)?;
     let phases = timed_phases(c, &vm, &chunk, &rendezvous, image.ro_flag);
-    if c.progress && std::io::stderr().is_terminal() {
-        eprintln!();
-    }
     let (times, stats_after) = match phases {
         Ok(t) => t,
         Err(e) => {
