@@ -87,6 +87,41 @@ pub struct GuestRam {
     zones: Vec<Zone>,
 }
 
+/// Maps zone `i` at its alignment and prefaults it when asked.
+fn map_zone(i: usize, z: &ZoneConfig, threads: usize) -> Result<Zone, MemoryError> {
+    let err = |source| MemoryError::Map {
+        zone: i,
+        size: z.size,
+        backing: z.backing,
+        source,
+    };
+    let size = usize::try_from(z.size).map_err(|_| err(std::io::ErrorKind::InvalidInput.into()))?;
+    let t = Instant::now();
+    let map = AlignedMmap::new(
+        z.backing,
+        size,
+        layout::zone_align(z) as usize,
+        z.misalign as usize,
+    )
+    .map_err(err)?;
+    let map_s = t.elapsed().as_secs_f64();
+    let prefault_s = if z.prefault {
+        let t = Instant::now();
+        // SAFETY: `map` is the live read-write mapping of `size` bytes made above.
+        unsafe { prefault::populate(map.as_ptr(), size, z.backing.page_size() as usize, threads) }
+            .map_err(|source| MemoryError::Prefault { zone: i, source })?;
+        Some(t.elapsed().as_secs_f64())
+    } else {
+        None
+    };
+    Ok(Zone {
+        config: z.clone(),
+        map,
+        map_s,
+        prefault_s,
+    })
+}
+
 impl GuestRam {
     /// Checks, lays out, maps (and prefaults) `zones`, avoiding `holes`. On any error
     /// everything mapped so far is unmapped again.
@@ -110,43 +145,11 @@ impl GuestRam {
         let placements = layout::place(zones, 0, holes)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-        let mut mapped: Vec<Zone> = Vec::with_capacity(zones.len());
-        for (i, z) in zones.iter().enumerate() {
-            let err = |source| MemoryError::Map {
-                zone: i,
-                size: z.size,
-                backing: z.backing,
-                source,
-            };
-            let size = usize::try_from(z.size)
-                .map_err(|_| err(std::io::ErrorKind::InvalidInput.into()))?;
-            let t = Instant::now();
-            let map = AlignedMmap::new(
-                z.backing,
-                size,
-                layout::zone_align(z) as usize,
-                z.misalign as usize,
-            )
-            .map_err(err)?;
-            let map_s = t.elapsed().as_secs_f64();
-            let prefault_s = if z.prefault {
-                let t = Instant::now();
-                // SAFETY: `map` is the live read-write mapping of `size` bytes made above.
-                unsafe {
-                    prefault::populate(map.as_ptr(), size, z.backing.page_size() as usize, threads)
-                }
-                .map_err(|source| MemoryError::Prefault { zone: i, source })?;
-                Some(t.elapsed().as_secs_f64())
-            } else {
-                None
-            };
-            mapped.push(Zone {
-                config: z.clone(),
-                map,
-                map_s,
-                prefault_s,
-            });
-        }
+        let mapped = zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| map_zone(i, z, threads))
+            .collect::<Result<Vec<Zone>, _>>()?;
 
         let slots: Vec<RamSlot> = placements
             .iter()

@@ -20,6 +20,19 @@ pub struct Phases {
 
 pub const PHASE_NAMES: [&str; 5] = ["run1", "reset", "run2", "ro", "rw"];
 
+impl From<[std::time::Duration; 5]> for Phases {
+    fn from(p: [std::time::Duration; 5]) -> Self {
+        let f = |d: std::time::Duration| d.as_secs_f64();
+        Self {
+            run1: f(p[0]),
+            reset: f(p[1]),
+            run2: f(p[2]),
+            ro: f(p[3]),
+            rw: f(p[4]),
+        }
+    }
+}
+
 impl Phases {
     pub fn get(&self, name: &str) -> f64 {
         match name {

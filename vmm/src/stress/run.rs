@@ -43,6 +43,9 @@ pub enum StressError {
     },
     #[error(transparent)]
     Vcpu(Box<WorkerError>),
+    /// A vCPU ended the run early; its own error says why.
+    #[error("a vCPU ended the run early")]
+    Aborted,
 }
 
 impl From<WorkerError> for StressError {
@@ -235,7 +238,7 @@ fn timed_phases(
                     vcpus: c.vcpus,
                     secs: c.phase_timeout.as_secs_f64(),
                 },
-                Interrupted::Aborted => StressError::Setup("aborted".into()),
+                Interrupted::Aborted => StressError::Aborted,
             })?;
         times.push(arrived - released);
         // Every vCPU is parked: read the stats now, outside the timed phases.
@@ -284,11 +287,13 @@ fn prefaulted_chunk(c: &StressConfig, g: &Geometry) -> Result<Arc<Chunk>, Stress
     Ok(chunk)
 }
 
-/// Runs the benchmark once in a fresh VM.
-pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo), StressError> {
-    let setup =
-        Arc::new(arch::setup(kvm).map_err(|e| StressError::Setup(format!("vCPU set-up: {e}")))?);
-    let g: Geometry = config::check(
+/// The run's geometry, checked against KVM's limits, the host and the hugetlb pool.
+fn geometry(
+    kvm: &KvmHandle,
+    c: &StressConfig,
+    setup: &arch::Setup,
+) -> Result<Geometry, StressError> {
+    let g = config::check(
         c,
         kvm.max_memslots() as u64,
         kvm.max_vcpus(),
@@ -299,6 +304,26 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
         &pool::pages_needed(&[ZoneConfig::new(g.slot_size, c.backing)]),
         pool::read_pool,
     )?;
+    Ok(g)
+}
+
+/// Deletes every other aliased memslot, from the last even one down, as upstream's
+/// teardown does while the vCPUs may still run.
+fn delete_even_slots(vm: &Vm, first_slot: u32, slots: u64) -> Result<(), StressError> {
+    let last = first_slot + slots as u32 - 1;
+    let mut slot = (last as i64) & !1;
+    while slot >= i64::from(first_slot) {
+        set_slot(vm.fd(), slot as u32, 0, 0, 0)?;
+        slot -= 2;
+    }
+    Ok(())
+}
+
+/// Runs the benchmark once in a fresh VM.
+pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo), StressError> {
+    let setup =
+        Arc::new(arch::setup(kvm).map_err(|e| StressError::Setup(format!("vCPU set-up: {e}")))?);
+    let g = geometry(kvm, c, &setup)?;
     let backend = crate::probe::Backend::detect().kind;
     let chunk = prefaulted_chunk(c, &g)?;
     let Built {
@@ -328,7 +353,7 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
             // A vCPU's own error explains an abort better than the abort does.
             let (_, vcpu_err) = stop_workers(workers, &rendezvous)?;
             return Err(match (e, vcpu_err) {
-                (StressError::Setup(s), Some(v)) if s == "aborted" => v.into(),
+                (StressError::Aborted, Some(v)) => v.into(),
                 (e @ StressError::PhaseTimeout { .. }, _) => e,
                 (_, Some(v)) => v.into(),
                 (e, None) => e,
@@ -337,28 +362,17 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
     };
 
     // Teardown as upstream: delete every other slot, drop half the chunk, join.
-    let last = first_slot + g.slots as u32 - 1;
-    let mut slot = (last as i64) & !1;
-    while slot >= i64::from(first_slot) {
-        set_slot(vm.fd(), slot as u32, 0, 0, 0)?;
-        slot -= 2;
-    }
+    delete_even_slots(&vm, first_slot, g.slots)?;
     chunk.drop_first_half();
     let (counts, err) = stop_workers(workers, &rendezvous)?;
     if let Some(e) = err {
         return Err(e.into());
     }
     let predicted_run1 = predict(&g, &chunk, c.backing, backend, setup.guest_page, first_slot);
+    // The spawning rendezvous is not timed.
     let p: [Duration; 5] = [times[1], times[2], times[3], times[4], times[5]];
-    let f = |d: Duration| d.as_secs_f64();
     let result = RunResult {
-        phases: Phases {
-            run1: f(p[0]),
-            reset: f(p[1]),
-            run2: f(p[2]),
-            ro: f(p[3]),
-            rw: f(p[4]),
-        },
+        phases: Phases::from(p),
         line: upstream_line(p),
         stats: stats_after,
         predicted_run1,
