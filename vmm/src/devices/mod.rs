@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use granule_devices::{Bus, BusError};
-use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use thiserror::Error;
 
 use crate::allocators::IdError;
+use crate::memory::memslot::set_memslot;
 use crate::vm::VmResources;
 
 #[derive(Debug, Error)]
@@ -87,16 +87,9 @@ impl DeviceManager {
     }
 
     fn set_slot(&self, slot: u32, gpa: u64, size: u64, hva: u64) -> Result<(), DeviceError> {
-        let region = kvm_userspace_memory_region {
-            slot,
-            flags: 0,
-            guest_phys_addr: gpa,
-            memory_size: size,
-            userspace_addr: hva,
-        };
         // SAFETY: `hva..hva+size` is a live mapping held by the region's `_keep` until
         // after this slot is deleted (size 0 deletes, and reads no memory).
-        unsafe { self.vm.set_user_memory_region(region) }.map_err(|source| DeviceError::Kvm {
+        unsafe { set_memslot(&self.vm, slot, gpa, size, hva) }.map_err(|source| DeviceError::Kvm {
             slot,
             gpa,
             size,

@@ -4,6 +4,7 @@
 pub mod backing;
 pub mod hypothetical;
 pub mod layout;
+pub mod memslot;
 pub mod mmap;
 pub mod pool;
 mod prefault;
@@ -13,7 +14,6 @@ pub mod zone;
 use std::time::Instant;
 
 use granule_arch::RamRange;
-use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use serde::Serialize;
 use thiserror::Error;
@@ -214,23 +214,16 @@ impl GuestRam {
     /// Registers every slot with KVM.
     pub fn register(&self, vm: &VmFd) -> Result<(), MemoryError> {
         for s in &self.slots {
-            let region = kvm_userspace_memory_region {
-                slot: s.slot,
-                flags: 0,
-                guest_phys_addr: s.gpa,
-                memory_size: s.size,
-                userspace_addr: s.hva,
-            };
             // SAFETY: the range is a live mapping owned by `self.zones`, which outlives
             // the VM (the VM fd is dropped first), and placements never overlap.
-            unsafe { vm.set_user_memory_region(region) }.map_err(|source| {
-                MemoryError::Memslot {
+            unsafe { memslot::set_memslot(vm, s.slot, s.gpa, s.size, s.hva) }.map_err(
+                |source| MemoryError::Memslot {
                     slot: s.slot,
                     gpa: s.gpa,
                     size: s.size,
                     source,
-                }
-            })?;
+                },
+            )?;
         }
         Ok(())
     }

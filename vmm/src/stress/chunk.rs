@@ -1,8 +1,7 @@
 //! The one host chunk every stress memslot aliases, and the memslot changes on it.
 
-use kvm_bindings::kvm_userspace_memory_region;
-
 use super::run::StressError;
+use crate::memory::memslot::set_memslot;
 use crate::memory::mmap::AlignedMmap;
 use crate::memory::Backing;
 
@@ -66,16 +65,9 @@ pub fn set_slot(
     size: u64,
     hva: u64,
 ) -> Result<(), StressError> {
-    let region = kvm_userspace_memory_region {
-        slot,
-        flags: 0,
-        guest_phys_addr: gpa,
-        memory_size: size,
-        userspace_addr: hva,
-    };
     // SAFETY: `hva..hva+size` is the chunk, alive until after the VM is dropped (or
     // size is 0, which deletes the slot); aliasing one host range from many slots is
     // allowed and is what the benchmark measures.
-    unsafe { vm.set_user_memory_region(region) }
+    unsafe { set_memslot(vm, slot, gpa, size, hva) }
         .map_err(|e| StressError::Setup(format!("memslot {slot} at {gpa:#x}: {e}")))
 }
