@@ -30,6 +30,9 @@ pub enum Program {
     TripleFault,
     /// Read a 32-bit value from an I/O port nobody claims and report it.
     PortProbe { port: u16 },
+    /// Write `address` to the PCI configuration address port (0xCF8), read the data
+    /// port (0xCFC) and report the value: one configuration read, as Linux does it.
+    PciConfigRead { address: u32 },
     /// Write to, then read from, a guest-physical address no memory or device backs,
     /// and report the value read.
     MmioProbe { gpa: u64 },

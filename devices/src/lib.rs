@@ -4,6 +4,7 @@
 
 pub mod boot_timer;
 pub mod bus;
+pub mod pci;
 pub mod platform_event;
 pub mod power;
 pub mod pvpanic;

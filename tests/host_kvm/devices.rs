@@ -11,10 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use granule_arch::Program;
+use granule_devices::pci::{HostBridge, PciConfigIo, PciRoot, PCI_CONFIG_IO_LEN};
 use granule_devices::{Access, BusDevice};
 use granule_vmm::memory::mmap::AlignedMmap;
 use granule_vmm::memory::{Backing, ZoneConfig};
-use granule_vmm::programs::{launch, RunConfig};
+use granule_vmm::programs::{launch, launch_with, RunConfig};
+use granule_vmm::vcpu::VcpuEvent;
 use granule_vmm::vcpu::VcpuOutcome;
 use kvm_bindings::kvm_userspace_memory_region;
 
@@ -142,4 +144,60 @@ fn a_device_window_moves_its_bus_ranges_and_memslot_while_a_vcpu_runs() {
     assert_eq!(dm.memslot_at(bar + 2 * MIB), Some(again));
 
     assert_eq!(l.running.stop().unwrap(), vec![VcpuOutcome::Stopped]);
+}
+
+/// The PCI address write is coalesced (KVM buffers it in its ring instead of exiting),
+/// yet the data read that follows sees it: the ring is drained before the read's exit
+/// is handled. Were it drained after, the read would use the old address (0, not
+/// enabled) and return all-ones.
+#[test]
+fn a_coalesced_pci_address_write_reaches_the_bridge_before_the_data_read() {
+    if !common::kvm_available(
+        "a_coalesced_pci_address_write_reaches_the_bridge_before_the_data_read",
+    ) {
+        return;
+    }
+    let kvm = common::kvm();
+    let root = Arc::new(PciRoot::default());
+    root.insert(0, Arc::new(HostBridge::default())).unwrap();
+    let io = Arc::new(PciConfigIo::new(root));
+    let cfg = RunConfig {
+        // Enable bit, bus 0, device 0, function 0, register 0: vendor and device ids.
+        program: Program::PciConfigRead {
+            address: 0x8000_0000,
+        },
+        vcpus: 1,
+        zones: vec![ZoneConfig::new(64 * MIB, Backing::Anon4k)],
+        timeout: Some(Duration::from_secs(60)),
+        progress: false,
+    };
+    let mut l = launch_with(
+        &kvm,
+        &cfg,
+        std::io::sink(),
+        vec![(0xcf8, PCI_CONFIG_IO_LEN, io)],
+    )
+    .unwrap();
+    let mut values = Vec::new();
+    let exit = l
+        .running
+        .wait(None, Duration::from_millis(100), |e| {
+            if let Some(VcpuEvent::Report { value, .. }) = e {
+                values.push(*value);
+            }
+        })
+        .unwrap();
+    assert_eq!(exit.outcomes, vec![VcpuOutcome::Done { code: 0 }]);
+    assert_eq!(
+        values,
+        vec![0x0008_1b36],
+        "device:vendor of the host bridge"
+    );
+    if kvm.kvm.check_extension(kvm_ioctls::Cap::CoalescedPio) {
+        assert_eq!(
+            l.running.coalesced_writes(),
+            Some(1),
+            "the address write went through the ring"
+        );
+    }
 }

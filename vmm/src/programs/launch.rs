@@ -94,6 +94,7 @@ pub fn launch_with(
             .insert(base, len, device)
             .map_err(RunError::Serial)?;
     }
+    vm.coalesce_pci_config_address(kvm)?;
     for index in 0..cfg.vcpus {
         let fd = vm.create_vcpu()?;
         setup_x86_64::configure(fd, &supported, &image, index)

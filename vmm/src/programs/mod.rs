@@ -102,6 +102,7 @@ pub fn program_name(p: &Program) -> &'static str {
         Program::Touch => "touch",
         Program::TripleFault => "triple-fault",
         Program::PortProbe { .. } => "port-probe",
+        Program::PciConfigRead { .. } => "pci-config-read",
         Program::MmioProbe { .. } => "mmio-probe",
         Program::Spin => "spin",
         Program::Stress { .. } => "stress",

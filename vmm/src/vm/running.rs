@@ -11,7 +11,8 @@ use super::{Vm, VmError};
 use crate::devices::DeviceManager;
 use crate::memory::GuestRam;
 use crate::vcpu::{
-    drive, EventChannel, Vcpu, VcpuEvent, VcpuIo, VcpuOutcome, VcpuThreads, STOP_TIMEOUT,
+    drive, CoalescedRing, EventChannel, Vcpu, VcpuEvent, VcpuIo, VcpuOutcome, VcpuThreads,
+    STOP_TIMEOUT,
 };
 
 /// How a VM run ended.
@@ -41,6 +42,7 @@ pub struct RunningVm {
     fd: Arc<VmFd>,
     ram: Arc<GuestRam>,
     devices: Arc<DeviceManager>,
+    ring: Option<Arc<CoalescedRing>>,
 }
 
 pub(super) fn start(vm: Vm, reports: bool) -> Result<RunningVm, VmError> {
@@ -76,6 +78,7 @@ pub(super) fn start(vm: Vm, reports: bool) -> Result<RunningVm, VmError> {
         fd,
         ram,
         devices,
+        ring: io.ring,
     })
 }
 
@@ -92,6 +95,11 @@ impl RunningVm {
     /// while the vCPUs run.
     pub fn devices(&self) -> &Arc<DeviceManager> {
         &self.devices
+    }
+
+    /// Writes delivered through KVM's coalesced ring so far; `None` without a ring.
+    pub fn coalesced_writes(&self) -> Option<u64> {
+        self.ring.as_ref().map(|r| r.delivered())
     }
 
     pub fn vcpu_count(&self) -> usize {

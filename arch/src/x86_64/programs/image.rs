@@ -140,7 +140,10 @@ pub fn build(
             }
             data = Vec::new();
         }
-        Program::TripleFault | Program::PortProbe { .. } | Program::Spin => data = Vec::new(),
+        Program::TripleFault
+        | Program::PortProbe { .. }
+        | Program::PciConfigRead { .. }
+        | Program::Spin => data = Vec::new(),
         Program::Stress { start, end, .. } => {
             // As upstream: equal shares, each a whole number of pages.
             let share = (end.saturating_sub(*start) / vcpus as u64) & !(PAGE_4K - 1);

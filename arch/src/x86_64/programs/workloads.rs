@@ -84,6 +84,17 @@ fn port_probe(a: &mut Asm, port: u16) {
     done(a);
 }
 
+fn pci_config_read(a: &mut Asm, address: u32) {
+    a.mov_imm32(Reg::Rdx, 0xcf8)
+        .mov_imm32(Reg::Rax, address)
+        .out_dx_eax()
+        .mov_imm32(Reg::Rdx, 0xcfc)
+        .in_eax_dx()
+        .mov_rr(Reg::Rbx, Reg::Rax);
+    report(a, ReportKind::Value);
+    done(a);
+}
+
 fn mmio_probe(a: &mut Asm, gpa: u64) {
     a.mov_imm64(Reg::Rax, gpa)
         .mov_imm64(Reg::Rbx, 0x0123_4567_89ab_cdef)
@@ -183,6 +194,7 @@ pub fn encode_for(program: &Program, base: u64, vcpu: usize) -> Result<Vec<u8>, 
             a.ud2();
         }
         Program::PortProbe { port } => port_probe(&mut a, *port),
+        Program::PciConfigRead { address } => pci_config_read(&mut a, *address),
         Program::MmioProbe { gpa } => mmio_probe(&mut a, *gpa),
         Program::Spin => spin(&mut a),
         Program::Stress { crash_vcpu, .. } => stress(&mut a, *crash_vcpu == Some(vcpu)),

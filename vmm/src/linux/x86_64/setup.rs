@@ -34,12 +34,6 @@ use crate::vm::Vm;
 /// Offset of the ACPI reset register from the sleep control register.
 const RESET_OFFSET: u64 = (ports::ACPI_RESET - ports::ACPI_SLEEP_CONTROL) as u64;
 
-/// The PCI configuration address port. No device claims it yet, so the kernel's bus
-/// scans (early quirks, the AGP aperture check: some 16,000 accesses in the x86 bed,
-/// about a second there) read all-ones; coalescing the address writes halves their
-/// exits.
-const PCI_CONFIG_ADDRESS: u64 = 0xcf8;
-
 fn kvm_step<T>(what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, BootError> {
     r.map_err(|error| BootError::Kvm { what, error })
 }
@@ -107,7 +101,7 @@ pub fn prepare(
         kvm.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES),
     )?;
     let msrs = kvm_step("KVM_GET_MSR_INDEX_LIST", kvm.kvm.get_msr_index_list())?;
-    vm.coalesce_pio(kvm, PCI_CONFIG_ADDRESS, 4)?;
+    vm.coalesce_pci_config_address(kvm)?;
     for index in 0..cfg.vcpus {
         let fd = vm.create_vcpu()?;
         vcpu::configure(
