@@ -28,6 +28,29 @@ pub struct AddressMap {
 }
 
 impl AddressMap {
+    /// The 32-bit MMIO window without the fixed devices inside it: what a PCI host
+    /// bridge may hand to BARs, as `[start, end)` ranges in order.
+    pub fn mmio32_ranges(&self) -> Vec<(u64, u64)> {
+        let (mut at, end) = self.mmio32;
+        let mut inside: Vec<&FixedRegion> = self
+            .fixed
+            .iter()
+            .filter(|f| f.base >= self.mmio32.0 && f.base + f.size <= end)
+            .collect();
+        inside.sort_by_key(|f| f.base);
+        let mut out = Vec::new();
+        for f in inside {
+            if f.base > at {
+                out.push((at, f.base));
+            }
+            at = at.max(f.base + f.size);
+        }
+        if at < end {
+            out.push((at, end));
+        }
+        out
+    }
+
     /// Where the 64-bit window starts for RAM ending at `ram_end`; None if it would pass
     /// the end of the 64-bit space.
     pub fn mmio64_start(&self, ram_end: u64) -> Option<u64> {
@@ -50,6 +73,11 @@ pub const X86_64: AddressMap = AddressMap {
     mmio64_floor: 4 * GIB,
     mmio64_size: 1 << 40,
     fixed: &[
+        FixedRegion {
+            name: "PCI ECAM",
+            base: crate::x86_64::layout::PCI_ECAM_BASE,
+            size: crate::x86_64::layout::PCI_ECAM_SIZE,
+        },
         FixedRegion {
             name: "I/O APIC",
             base: 0xfec0_0000,
@@ -139,5 +167,16 @@ mod tests {
         assert_eq!(X86_64.mmio64_start((6 << 30) + 1), Some(7 << 30));
         assert_eq!(AARCH64.mmio64_start(2 << 30), Some(512 << 30));
         assert_eq!(X86_64.mmio64_start(u64::MAX - 5), None);
+    }
+
+    #[test]
+    fn the_32_bit_ranges_leave_out_fixed_devices() {
+        assert_eq!(
+            X86_64.mmio32_ranges(),
+            vec![(3 * GIB, 0xe000_0000), (0xe010_0000, 0xfec0_0000)],
+            "ECAM taken out"
+        );
+        // arm64's ECAM sits at the window's top end.
+        assert_eq!(AARCH64.mmio32_ranges(), vec![(0x1000_0000, 0x3eff_0000)]);
     }
 }

@@ -481,3 +481,76 @@ fn run_prints_the_stage2_report_and_writes_it_as_json() {
     assert_eq!(v["zones"][0]["backing"], "thp");
     assert!(v["observed"]["2097152"].as_u64().unwrap() > 100, "{v}");
 }
+
+/// The real binary with a stdout nobody reads: a pipe filled to capacity before granule
+/// starts, whose reader never reads, so granule's first console write would block. The
+/// guest still finishes; granule exits 0 and says the output never got out. Bounded: a
+/// granule that blocks is killed and the test fails.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_stdout_nobody_reads_does_not_stop_the_guest() {
+    if !common::kvm_available("cli_a_stdout_nobody_reads_does_not_stop_the_guest") {
+        return;
+    }
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let fd = writer.as_raw_fd();
+    // SAFETY: fcntl on a pipe fd this test owns; only the status flags change.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    let block = [b'x'; 4096];
+    while writer.write(&block).is_ok() {}
+    // SAFETY: as above: granule gets a blocking stdout, as a shell would give it.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+    let bin =
+        std::env::var("GRANULE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_granule").to_string());
+    let mut child = Command::new(bin)
+        .args(["run", "hello", "--text", "never read\n", "--timeout", "60"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the granule binary");
+    let mut stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(reader);
+    let err = err.join().unwrap();
+    let status = status.unwrap_or_else(|| panic!("granule blocked on its stdout: {err}"));
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains(": ok after"), "{err}");
+    assert!(
+        err.contains("guest console output lost") && err.contains("11 bytes still unwritten"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_hello_text_too_long_is_a_usage_error_naming_its_size() {
+    let text = "x".repeat(5000);
+    let (code, _, err) = granule(&["run", "hello", "--text", &text]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("5000 bytes") && err.contains("at most 4096"),
+        "{err}"
+    );
+}

@@ -8,6 +8,11 @@ use crate::RamRange;
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
 
+/// PCI Express ECAM for bus 0 (1 MiB: 32 devices x 8 functions x 4 KiB), inside the
+/// 32-bit MMIO window and taken out of it.
+pub const PCI_ECAM_BASE: u64 = 0xe000_0000;
+pub const PCI_ECAM_SIZE: u64 = 1 << 20;
+
 /// KVM's three-page TSS region for Intel real-mode emulation; must not overlap RAM.
 pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
 

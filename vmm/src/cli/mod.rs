@@ -193,7 +193,7 @@ pub struct RunArgs {
     #[arg(long, value_parser = values::parse_timeout, allow_hyphen_values = true)]
     pub timeout: Option<std::time::Duration>,
     /// Text for `hello`.
-    #[arg(long, default_value = "Hello from a granule guest!\n")]
+    #[arg(long, default_value = "Hello from a granule guest!\n", value_parser = values::parse_text)]
     pub text: String,
     /// Port for `port-probe` (decimal or 0x hex).
     #[arg(long, value_parser = values::parse_port, default_value = "0x80")]

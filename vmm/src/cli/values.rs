@@ -62,6 +62,19 @@ pub fn parse_stress_backing(s: &str) -> Result<crate::memory::Backing, String> {
     }
 }
 
+/// The text `hello` prints: at most what fits the program image.
+pub fn parse_text(s: &str) -> Result<String, String> {
+    // The limit is x86's image layout; other arches refuse `run hello` later anyway.
+    const MAX: usize = 4096;
+    if s.len() > MAX {
+        return Err(format!(
+            "the text is {} bytes; at most {MAX} fit: shorten it",
+            s.len()
+        ));
+    }
+    Ok(s.to_string())
+}
+
 pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     let form = "expected a positive number of seconds, e.g. 30 or 2.5";
     let secs: f64 = s

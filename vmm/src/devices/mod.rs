@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use granule_devices::pci::{
+    HostBridge, PciConfigIo, PciConfigMmio, PciRoot, PciRootError, PCI_CONFIG_IO_LEN,
+};
 use granule_devices::{Bus, BusError};
 use kvm_ioctls::VmFd;
 use thiserror::Error;
@@ -18,6 +21,8 @@ use crate::vm::VmResources;
 pub enum DeviceError {
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error(transparent)]
+    Pci(#[from] PciRootError),
     #[error("no memslot for device memory: {0}")]
     Memslot(#[from] IdError),
     #[error("device memory of {size:#x} bytes at {gpa:#x} runs past the end of the address space")]
@@ -51,6 +56,8 @@ pub struct DeviceManager {
     vm: Arc<VmFd>,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
+    /// PCI bus 0: the host bridge and the functions added to it.
+    pci: Arc<PciRoot>,
     resources: Mutex<VmResources>,
     /// Device memory by guest-physical base.
     regions: Mutex<BTreeMap<u64, Region>>,
@@ -68,6 +75,7 @@ impl DeviceManager {
             vm,
             pio: Arc::new(Bus::new("pio")),
             mmio: Arc::new(Bus::new("mmio")),
+            pci: Arc::new(PciRoot::default()),
             resources: Mutex::new(resources),
             regions: Mutex::new(BTreeMap::new()),
         }
@@ -79,6 +87,29 @@ impl DeviceManager {
 
     pub fn mmio(&self) -> &Arc<Bus> {
         &self.mmio
+    }
+
+    pub fn pci(&self) -> &Arc<PciRoot> {
+        &self.pci
+    }
+
+    /// Puts a host bridge at 00:00.0 and configuration access on the buses: ECAM at
+    /// `ecam` (MMIO) and, with `config_ports`, the 0xCF8/0xCFC pair (x86).
+    pub fn add_pci_host(&self, ecam: (u64, u64), config_ports: bool) -> Result<(), DeviceError> {
+        self.pci.insert(0, Arc::new(HostBridge::default()))?;
+        self.mmio.insert(
+            ecam.0,
+            ecam.1.saturating_sub(ecam.0),
+            Arc::new(PciConfigMmio::new(self.pci.clone())),
+        )?;
+        if config_ports {
+            self.pio.insert(
+                0xcf8,
+                PCI_CONFIG_IO_LEN,
+                Arc::new(PciConfigIo::new(self.pci.clone())),
+            )?;
+        }
+        Ok(())
     }
 
     /// MMIO windows, ports, memslot ids and GSIs, for devices added at any time.

@@ -91,6 +91,8 @@ pub enum BootError {
     Memory(#[from] MemoryError),
     #[error(transparent)]
     Vm(#[from] VmError),
+    #[error("setting up the PCI host bridge: {0}")]
+    Devices(#[from] crate::devices::DeviceError),
     #[error("{what} failed: {error}")]
     Kvm {
         what: &'static str,

@@ -28,8 +28,9 @@ pub enum RunError {
     TooManyVcpus(usize, usize),
     #[error("cannot read the CPUID KVM supports: {0}")]
     Cpuid(kvm_ioctls::Error),
+    /// Not a `source`: the message already carries the image error's text.
     #[error("cannot build the guest program: {0}")]
-    Image(#[from] ImageError),
+    Image(ImageError),
     #[error(transparent)]
     Vm(#[from] VmError),
     #[error("cannot set up vCPU {index}: {source}")]
@@ -45,6 +46,12 @@ pub enum RunError {
     Verify(#[from] VerifyError),
     #[error("cannot set up the console output: {0}")]
     Console(std::io::Error),
+}
+
+impl From<ImageError> for RunError {
+    fn from(e: ImageError) -> Self {
+        Self::Image(e)
+    }
 }
 
 /// What to run and how.

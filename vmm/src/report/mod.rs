@@ -164,37 +164,15 @@ pub struct RunFacts<'a> {
     pub vm_stats: Option<stats::Stats>,
 }
 
-pub fn build(f: RunFacts<'_>) -> Stage2Report {
-    let mut notes = Vec::new();
-    let mut input = f.ram.plan_input(f.target, f.write_tracked.clone());
-    if crate::probe::nx_huge_pages()
-        && matches!(f.target, Target::X86Tdp { .. } | Target::X86Shadow { .. })
-    {
-        notes.push("the host's NX-huge-page mitigation is on: executed guest pages get 4K leaves until KVM recovers them".into());
-        input.nx_split = f.executed.clone();
-    }
-    let plan = stage2::plan(&input).unwrap_or_else(|e| {
-        notes.push(format!("planner rejected the layout: {e}"));
-        Vec::new()
-    });
-    let shortfalls = plan
-        .iter()
-        .filter_map(|r| {
-            r.reason.map(|reason| Shortfall {
-                gpa: r.gpa,
-                size: r.size,
-                leaf: r.leaf,
-                best: r.best,
-                reason,
-                fix: reason.fix(),
-            })
-        })
-        .collect();
-
+/// What the host actually mapped behind each zone (PAGEMAP_SCAN and smaps), with the
+/// page scans for the refined plan; notes a THP zone that got fewer huge pages.
+fn observe_zones(
+    ram: &crate::memory::GuestRam,
+    notes: &mut Vec<String>,
+) -> (Vec<ZoneObserved>, Vec<Option<Vec<pagemap::Range>>>) {
     let smaps_text = std::fs::read_to_string("/proc/self/smaps").ok();
     let mut scans = Vec::new();
-    let zones: Vec<ZoneObserved> = f
-        .ram
+    let zones: Vec<ZoneObserved> = ram
         .zones()
         .iter()
         .enumerate()
@@ -227,6 +205,38 @@ pub fn build(f: RunFacts<'_>) -> Stage2Report {
             }
         })
         .collect();
+
+    (zones, scans)
+}
+
+pub fn build(f: RunFacts<'_>) -> Stage2Report {
+    let mut notes = Vec::new();
+    let mut input = f.ram.plan_input(f.target, f.write_tracked.clone());
+    if crate::probe::nx_huge_pages()
+        && matches!(f.target, Target::X86Tdp { .. } | Target::X86Shadow { .. })
+    {
+        notes.push("the host's NX-huge-page mitigation is on: executed guest pages get 4K leaves until KVM recovers them".into());
+        input.nx_split = f.executed.clone();
+    }
+    let plan = stage2::plan(&input).unwrap_or_else(|e| {
+        notes.push(format!("planner rejected the layout: {e}"));
+        Vec::new()
+    });
+    let shortfalls = plan
+        .iter()
+        .filter_map(|r| {
+            r.reason.map(|reason| Shortfall {
+                gpa: r.gpa,
+                size: r.size,
+                leaf: r.leaf,
+                best: r.best,
+                reason,
+                fix: reason.fix(),
+            })
+        })
+        .collect();
+
+    let (zones, scans) = observe_zones(f.ram, &mut notes);
 
     let observed_input = PlanInput {
         mappings: observed_mappings(&input, &scans),

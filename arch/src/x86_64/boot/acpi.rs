@@ -14,6 +14,7 @@
 //! driver wires that IRQ through the I/O APIC. The DSDT also declares a pvpanic
 //! device, so a kernel panic reaches granule as a device write.
 
+use super::acpi_pci::{self, PciWindows};
 use super::layout::{ports, COM1_IRQ, IOAPIC_ADDR, LAPIC_ADDR, SLEEP_TYPE_S5};
 use crate::x86_64::layout::COM1_PORT;
 
@@ -129,7 +130,7 @@ fn pvpanic_aml() -> Vec<u8> {
     device_in_sb(b"PEVT", &ids, &resources)
 }
 
-fn dsdt() -> Vec<u8> {
+fn dsdt(pci: Option<&PciWindows>) -> Vec<u8> {
     // Name (_S5_, Package (1) { 5 }): NameOp, name, PackageOp, PkgLength, NumElements,
     // BytePrefix value.
     let mut aml = vec![
@@ -146,6 +147,9 @@ fn dsdt() -> Vec<u8> {
     ];
     aml.extend_from_slice(&com1_aml());
     aml.extend_from_slice(&pvpanic_aml());
+    if let Some(w) = pci {
+        aml.extend_from_slice(&acpi_pci::devices_aml(w));
+    }
     table(b"DSDT", 2, &aml)
 }
 
@@ -193,21 +197,29 @@ fn align(v: usize) -> usize {
     v.next_multiple_of(16)
 }
 
-/// Builds the tables for `vcpus` CPUs (APIC IDs 0..vcpus) to be copied to `base`.
-pub fn build(base: u64, vcpus: u8) -> AcpiTables {
+/// Builds the tables for `vcpus` CPUs (APIC IDs 0..vcpus) to be copied to `base`; with
+/// `pci`, a PCI host bridge with those windows and its MCFG table too.
+pub fn build(base: u64, vcpus: u8, pci: Option<&PciWindows>) -> AcpiTables {
     let rsdp_len = 36;
     let xsdt_at = align(rsdp_len);
-    let xsdt_len = HEADER_LEN + 2 * 8;
+    let xsdt_len = HEADER_LEN + if pci.is_some() { 3 } else { 2 } * 8;
     let fadt_at = align(xsdt_at + xsdt_len);
     let dsdt_at = align(fadt_at + FADT_LEN);
-    let dsdt = dsdt();
+    let dsdt = dsdt(pci);
     let madt_at = align(dsdt_at + dsdt.len());
     let madt = madt(vcpus);
+    let mcfg_at = align(madt_at + madt.len());
+    let mcfg = pci
+        .map(|w| acpi_pci::mcfg(OEM_ID, OEM_TABLE_ID, w.ecam.0))
+        .unwrap_or_default();
     let addr = |off: usize| base + off as u64;
 
     let mut xsdt_body = Vec::new();
     xsdt_body.extend_from_slice(&addr(fadt_at).to_le_bytes());
     xsdt_body.extend_from_slice(&addr(madt_at).to_le_bytes());
+    if pci.is_some() {
+        xsdt_body.extend_from_slice(&addr(mcfg_at).to_le_bytes());
+    }
     let xsdt = table(b"XSDT", 1, &xsdt_body);
 
     let mut rsdp = Vec::with_capacity(rsdp_len);
@@ -222,13 +234,14 @@ pub fn build(base: u64, vcpus: u8) -> AcpiTables {
     checksum(&mut rsdp[..20], 8);
     checksum(&mut rsdp, 32);
 
-    let mut bytes = vec![0u8; madt_at + madt.len()];
+    let mut bytes = vec![0u8; mcfg_at + mcfg.len()];
     for (at, t) in [
         (0, &rsdp),
         (xsdt_at, &xsdt),
         (fadt_at, &fadt(addr(dsdt_at))),
         (dsdt_at, &dsdt),
         (madt_at, &madt),
+        (mcfg_at, &mcfg),
     ] {
         bytes[at..at + t.len()].copy_from_slice(t);
     }
@@ -277,9 +290,52 @@ mod tests {
         out
     }
 
+    fn windows() -> PciWindows {
+        PciWindows {
+            mmio32: vec![(0xc000_0000, 0xe000_0000), (0xe010_0000, 0xfec0_0000)],
+            mmio64: (0x1_4000_0000, 0x101_4000_0000),
+            ecam: (0xe000_0000, 0xe010_0000),
+        }
+    }
+
+    #[test]
+    fn with_pci_the_dsdt_has_the_host_bridge_and_mcfg_points_at_ecam() {
+        let all = walk(&build(0xe_0000, 2, Some(&windows())));
+        let sigs: Vec<_> = all.iter().map(|(s, _)| *s).collect();
+        assert_eq!(sigs, vec![*b"DSDT", *b"FACP", *b"APIC", *b"MCFG"]);
+        let mcfg = &all[3].1;
+        assert_eq!(mcfg.len(), HEADER_LEN + 8 + 16, "one ECAM entry");
+        assert_eq!(u64_at(mcfg, HEADER_LEN + 8), 0xe000_0000);
+        assert_eq!(
+            &mcfg[HEADER_LEN + 8 + 10..HEADER_LEN + 8 + 12],
+            &[0, 0],
+            "buses 0-0"
+        );
+        let dsdt = &all[0].1;
+        let has = |needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"PCI0") && has(b"MRES") && has(b"_CRS"));
+        // EisaId("PNP0A08") and ("PNP0C02") as AML DWords.
+        assert!(has(&[0x0c, 0x41, 0xd0, 0x0a, 0x08]));
+        assert!(has(&[0x0c, 0x41, 0xd0, 0x0c, 0x02]));
+        // The 64-bit window as a QWordMemory descriptor's minimum.
+        assert!(has(&0x1_4000_0000u64.to_le_bytes()));
+    }
+
+    /// Writes each table to GRANULE_ACPI_DUMP (when set), for `iasl -d` by hand.
+    #[test]
+    fn dump_tables_for_inspection() {
+        let Ok(dir) = std::env::var("GRANULE_ACPI_DUMP") else {
+            return;
+        };
+        for (sig, t) in walk(&build(0xe_0000, 2, Some(&windows()))) {
+            let name = String::from_utf8_lossy(&sig).to_lowercase();
+            std::fs::write(format!("{dir}/{name}.dat"), t).unwrap();
+        }
+    }
+
     #[test]
     fn tables_chain_from_the_rsdp_with_valid_checksums() {
-        let t = build(0xe_0000, 2);
+        let t = build(0xe_0000, 2, None);
         let sigs: Vec<_> = walk(&t).into_iter().map(|(s, _)| s).collect();
         assert_eq!(sigs, vec![*b"DSDT", *b"FACP", *b"APIC"]);
         assert!(t.bytes.len() < 0x1_0000);
@@ -287,7 +343,7 @@ mod tests {
 
     #[test]
     fn fadt_is_hardware_reduced_with_sleep_and_reset_registers() {
-        let t = build(0xe_0000, 1);
+        let t = build(0xe_0000, 1, None);
         let all = walk(&t);
         let fadt = &all.iter().find(|(s, _)| s == b"FACP").unwrap().1;
         assert_eq!(fadt.len(), FADT_LEN);
@@ -339,7 +395,7 @@ mod tests {
         let res = &a[crs + 4..];
         assert_eq!(u16::from_le_bytes([res[2], res[3]]), ports::PVPANIC);
         assert_eq!(res[7], 1, "one port");
-        let all = walk(&build(0xe_0000, 1));
+        let all = walk(&build(0xe_0000, 1, None));
         let dsdt = &all.iter().find(|(s, _)| s == b"DSDT").unwrap().1;
         assert!(dsdt.windows(a.len()).any(|w| w == a.as_slice()));
     }
@@ -347,7 +403,7 @@ mod tests {
     #[test]
     fn madt_lists_one_enabled_local_apic_per_vcpu() {
         for n in [1u8, 2, 7] {
-            let all = walk(&build(0xe_0000, n));
+            let all = walk(&build(0xe_0000, n, None));
             let madt = &all.iter().find(|(s, _)| s == b"APIC").unwrap().1;
             let mut at = HEADER_LEN + 8;
             let mut lapics = vec![];

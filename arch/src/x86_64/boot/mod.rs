@@ -5,6 +5,7 @@
 //! are parsed from bytes and tables are built as bytes for the VMM to copy.
 
 pub mod acpi;
+pub mod acpi_pci;
 pub mod bzimage;
 pub mod e820;
 pub mod elf;

@@ -7,12 +7,14 @@ use std::path::PathBuf;
 use std::sync::mpsc::channel;
 use std::sync::Arc;
 
+use granule_arch::x86_64::boot::acpi_pci::PciWindows;
+use granule_arch::x86_64::boot::e820::E820Entry;
 use granule_arch::x86_64::boot::layout::SLEEP_TYPE_S5;
 use granule_arch::x86_64::boot::layout::{
     ports, ACPI_ADDR, CMDLINE_ADDR, COM1_IRQ, HIMEM_START, ZERO_PAGE_ADDR,
 };
 use granule_arch::x86_64::boot::{acpi, e820, tables};
-use granule_arch::x86_64::layout::{COM1_PORT, MMIO_HOLE_START};
+use granule_arch::x86_64::layout::{COM1_PORT, MMIO_HOLE_START, PCI_ECAM_BASE, PCI_ECAM_SIZE};
 use granule_devices::boot_timer::BootTimer;
 use granule_devices::power::{acpi_power_len, AcpiPower, I8042Reset, I8042_LEN};
 use granule_devices::pvpanic::{PvPanic, PVPANIC_LEN};
@@ -137,7 +139,14 @@ fn load(vm: &Vm, inputs: Inputs, apic_ids: u8) -> Result<kernel::LoadedKernel, B
     } = inputs;
     let ram = vm.ram();
     let ranges = ram.ranges();
-    let e820 = e820::build(&ranges, image.min_high_ram())?;
+    let mut e820 = e820::build(&ranges, image.min_high_ram())?;
+    // ECAM is reserved in the memory map too: Linux uses MMCONFIG only where firmware
+    // reserves it.
+    e820.push(E820Entry {
+        addr: PCI_ECAM_BASE,
+        size: PCI_ECAM_SIZE,
+        kind: e820::E820_RESERVED,
+    });
     let loaded = image.load(ram)?;
     let initrd_at = match &mut initrd {
         Some((path, file, len)) => {
@@ -154,7 +163,7 @@ fn load(vm: &Vm, inputs: Inputs, apic_ids: u8) -> Result<kernel::LoadedKernel, B
         None => (0, 0),
     };
     ram.write(CMDLINE_ADDR, &cmdline)?;
-    let acpi = acpi::build(ACPI_ADDR, apic_ids);
+    let acpi = acpi::build(ACPI_ADDR, apic_ids, Some(&pci_windows(&ranges)));
     ram.write(acpi.base, &acpi.bytes)?;
     let zp = zero_page::build(&zero_page::BootFacts {
         setup_header: loaded.setup_header,
@@ -171,6 +180,21 @@ fn load(vm: &Vm, inputs: Inputs, apic_ids: u8) -> Result<kernel::LoadedKernel, B
     let (stub_at, stub) = tables::reset_vector_stub();
     ram.write(stub_at, &stub)?;
     Ok(loaded)
+}
+
+/// What the PCI host bridge decodes: the 32-bit window without ECAM, the 64-bit window
+/// above RAM, and ECAM.
+fn pci_windows(ram: &[granule_arch::RamRange]) -> PciWindows {
+    let map = &granule_arch::address_map::X86_64;
+    let ram_end = ram.iter().map(|r| r.end()).max().unwrap_or(0);
+    let mmio64 = map
+        .mmio64_start(ram_end)
+        .map_or((0, 0), |start| (start, start + map.mmio64_size));
+    PciWindows {
+        mmio32: map.mmio32_ranges(),
+        mmio64,
+        ecam: (PCI_ECAM_BASE, PCI_ECAM_BASE + PCI_ECAM_SIZE),
+    }
 }
 
 /// The platform devices the run loop watches.
@@ -225,6 +249,8 @@ fn add_devices(vm: &mut Vm, out: OutputQueue) -> Result<Devices, BootError> {
     )?;
     let pvpanic = Arc::new(PvPanic::new(sink));
     pio.insert(u64::from(ports::PVPANIC), PVPANIC_LEN, pvpanic.clone())?;
+    vm.devices()
+        .add_pci_host((PCI_ECAM_BASE, PCI_ECAM_BASE + PCI_ECAM_SIZE), true)?;
     Ok(Devices {
         serial,
         drained,
