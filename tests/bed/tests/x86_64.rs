@@ -258,6 +258,18 @@ fn x86_linux_boots_under_granule() {
         .filter(|l| l.contains("GRANULE-GUEST: KERNEL-WARNING"))
         .collect();
     assert!(warnings.is_empty(), "{warnings:#?}");
+    // The kernel takes ECAM from MCFG and finds it reserved by the firmware.
+    let ecam: Vec<&str> = c
+        .out
+        .lines()
+        .filter(|l| l.contains("GRANULE-GUEST: KERNEL-ECAM"))
+        .collect();
+    assert!(
+        ecam.iter().any(|l| l.contains("0xe0000000")
+            && l.contains("reserved")
+            && !l.contains("not reserved")),
+        "{ecam:#?}"
+    );
 
     // bzImage, 2 vCPUs (4K-backed): a line on granule's stdin runs in the guest's shell.
     let c = boot_case(&run, "bz-2cpu-stdin");
