@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use granule_arch::Program;
-use granule_devices::pci::{HostBridge, PciConfigIo, PciRoot, PCI_CONFIG_IO_LEN};
+use granule_devices::pci::{
+    Bar, BarKind, Header, HostBridge, PciConfigIo, PciFunction, PciRoot, PCI_CONFIG_IO_LEN,
+};
 use granule_devices::{Access, BusDevice};
 use granule_vmm::memory::mmap::AlignedMmap;
 use granule_vmm::memory::{Backing, ZoneConfig};
@@ -200,4 +202,79 @@ fn a_coalesced_pci_address_write_reaches_the_bridge_before_the_data_read() {
             "the address write went through the ring"
         );
     }
+}
+
+/// A guest reprogramming a BAR moves its memslot: configuration writes go through the
+/// 0xCF8/0xCFC ports on the VM's bus (the path a guest's take), the function reports
+/// the move, and the device manager moves the memory; KVM's own memslots show it.
+#[test]
+fn reprogramming_a_bar_through_config_space_moves_its_memslot() {
+    if !common::kvm_available("reprogramming_a_bar_through_config_space_moves_its_memslot") {
+        return;
+    }
+    let kvm = common::kvm();
+    let cfg = RunConfig {
+        program: Program::Spin,
+        vcpus: 1,
+        zones: vec![ZoneConfig::new(64 * MIB, Backing::Anon4k)],
+        timeout: None,
+        progress: false,
+    };
+    let mut l = launch(&kvm, &cfg, std::io::sink()).unwrap();
+    let dm = l.running.devices().clone();
+    dm.add_pci_host((0xe000_0000, 0xe010_0000), true).unwrap();
+    let (bar, to) = {
+        let mut res = dm.resources();
+        (
+            res.mmio32.allocate_natural(2 * MIB).unwrap(),
+            res.mmio32.allocate_natural(2 * MIB).unwrap(),
+        )
+    };
+    let memory =
+        Arc::new(AlignedMmap::new(Backing::Anon4k, 2 * MIB as usize, 2 * MIB as usize, 0).unwrap());
+    let hva = memory.as_ptr() as u64;
+    let slot = dm.map_memory(bar, 2 * MIB, hva, memory).unwrap();
+    let header = Header {
+        vendor: 0x1af4,
+        device: 0x1110,
+        class: (0x05, 0x00, 0x00),
+        revision: 1,
+    };
+    let function = PciFunction::new(
+        header,
+        &[(
+            0,
+            Bar {
+                kind: BarKind::Mem32,
+                size: 2 * MIB,
+                addr: bar,
+            },
+        )],
+        dm.bar_mover(),
+    )
+    .unwrap();
+    let dev = dm.pci().add(Arc::new(function)).unwrap();
+    let pio = dm.pio().clone();
+    let at = |reg: u32| ((1u32 << 31) | (u32::from(dev) << 11) | reg).to_le_bytes();
+    let write = |reg: u32, v: u32| {
+        pio.write(0xcf8, &at(reg));
+        pio.write(0xcfc, &v.to_le_bytes());
+    };
+    // As a guest does it: decoding off, size the BAR, write the new address, decoding on.
+    write(0x04, 0);
+    write(0x10, u32::MAX);
+    pio.write(0xcf8, &at(0x10));
+    let mut mask = [0u8; 4];
+    pio.read(0xcfc, &mut mask);
+    assert_eq!(u32::from_le_bytes(mask), !(2 * MIB as u32 - 1));
+    write(0x10, to as u32);
+    assert!(
+        kvm_has_memory_at(l.running.fd(), bar, 2 * MIB, hva),
+        "not yet moved"
+    );
+    write(0x04, 0x2);
+    assert_eq!(dm.memslot_at(to), Some(slot));
+    assert!(kvm_has_memory_at(l.running.fd(), to, 2 * MIB, hva));
+    assert!(!kvm_has_memory_at(l.running.fd(), bar, 2 * MIB, hva));
+    assert_eq!(l.running.stop().unwrap(), vec![VcpuOutcome::Stopped]);
 }

@@ -5,14 +5,18 @@
 //! writes of 1, 2 or 4 bytes inside one dword, so each access path only has to split
 //! and mask bytes once.
 
+pub mod bar;
 pub mod config;
 mod ecam;
+mod function;
 mod host_bridge;
 mod io;
 mod root;
 
+pub use bar::{Bar, BarError, BarKind, BarMove};
 pub use config::{ConfigSpace, Header};
 pub use ecam::{PciConfigMmio, ECAM_BUS_SIZE};
+pub use function::{MoveHandler, PciFunction};
 pub use host_bridge::HostBridge;
 pub use io::{PciConfigIo, PCI_CONFIG_IO_LEN};
 pub use root::{PciAddress, PciRoot, PciRootError};

@@ -122,3 +122,184 @@ fn slots_are_taken_once_and_fill_up() {
         Err(PciRootError::Full)
     );
 }
+
+mod bars {
+    use std::sync::{Arc, Mutex};
+
+    use super::super::bar::{Bar, BarKind, BarMove, Bars};
+    use super::super::config::Header;
+    use super::super::{PciDevice, PciFunction};
+
+    const MIB: u64 = 1 << 20;
+
+    fn device(moves: Arc<Mutex<Vec<BarMove>>>) -> PciFunction {
+        let header = Header {
+            vendor: 0x1af4,
+            device: 0x1110,
+            class: (0x05, 0x00, 0x00),
+            revision: 1,
+        };
+        let bars = [
+            (
+                0,
+                Bar {
+                    kind: BarKind::Mem32,
+                    size: MIB,
+                    addr: 0xc000_0000,
+                },
+            ),
+            (
+                2,
+                Bar {
+                    kind: BarKind::Mem64 { prefetchable: true },
+                    size: 1 << 30,
+                    addr: 0x40_0000_0000,
+                },
+            ),
+            (
+                4,
+                Bar {
+                    kind: BarKind::Io,
+                    size: 0x100,
+                    addr: 0x1000,
+                },
+            ),
+        ];
+        PciFunction::new(
+            header,
+            &bars,
+            Box::new(move |m| moves.lock().unwrap().push(*m)),
+        )
+        .unwrap()
+    }
+
+    fn w32(d: &PciFunction, offset: u16, v: u32) {
+        d.config_write(offset, &v.to_le_bytes());
+    }
+
+    #[test]
+    fn sizing_with_decoding_off_moves_nothing_and_reads_the_size_mask() {
+        let moves = Arc::new(Mutex::new(Vec::new()));
+        let d = device(moves.clone());
+        // As Linux sizes: decoding off, all-ones, read, restore.
+        w32(&d, 0x04, 0);
+        w32(&d, 0x10, u32::MAX);
+        assert_eq!(d.config_read(0x10), 0xfff0_0000, "1 MiB, 32-bit memory");
+        w32(&d, 0x18, u32::MAX);
+        w32(&d, 0x1c, u32::MAX);
+        assert_eq!(
+            d.config_read(0x18),
+            0xc000_000c,
+            "1 GiB, 64-bit, prefetchable"
+        );
+        assert_eq!(d.config_read(0x1c), u32::MAX);
+        w32(&d, 0x20, u32::MAX);
+        assert_eq!(d.config_read(0x20), 0xffff_ff01, "256 ports");
+        w32(&d, 0x10, 0xc000_0000);
+        w32(&d, 0x18, 0);
+        w32(&d, 0x1c, 0x40);
+        w32(&d, 0x20, 0x1000);
+        w32(&d, 0x04, 0x3);
+        assert!(moves.lock().unwrap().is_empty(), "all back where they were");
+    }
+
+    #[test]
+    fn a_bar_written_while_decoding_is_off_moves_when_decoding_turns_on() {
+        let moves = Arc::new(Mutex::new(Vec::new()));
+        let d = device(moves.clone());
+        w32(&d, 0x10, 0xd000_0000);
+        w32(&d, 0x18, 0);
+        w32(&d, 0x1c, 0x80);
+        assert!(moves.lock().unwrap().is_empty());
+        // Memory decoding on: both memory BARs follow; the I/O BAR did not change.
+        d.config_write(0x04, &[0x02, 0x00]);
+        let got = moves.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            vec![
+                BarMove {
+                    index: 0,
+                    kind: BarKind::Mem32,
+                    size: MIB,
+                    from: 0xc000_0000,
+                    to: 0xd000_0000,
+                },
+                BarMove {
+                    index: 2,
+                    kind: BarKind::Mem64 { prefetchable: true },
+                    size: 1 << 30,
+                    from: 0x40_0000_0000,
+                    to: 0x80_0000_0000,
+                },
+            ]
+        );
+        assert_eq!(d.bar(0).unwrap().1, 0xd000_0000);
+    }
+
+    #[test]
+    fn a_write_with_decoding_on_moves_at_once_and_keeps_alignment() {
+        let moves = Arc::new(Mutex::new(Vec::new()));
+        let d = device(moves.clone());
+        w32(&d, 0x04, 0x3);
+        // An unaligned address loses its low bits, as hardware's read-only bits do.
+        w32(&d, 0x10, 0xd012_3456);
+        assert_eq!(d.config_read(0x10), 0xd010_0000);
+        // A byte write to the I/O BAR's second byte: ports 0x2000.
+        d.config_write(0x21, &[0x20]);
+        assert_eq!(d.config_read(0x20), 0x2001);
+        let got: Vec<(usize, u64)> = moves
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| (m.index, m.to))
+            .collect();
+        assert_eq!(got, vec![(0, 0xd010_0000), (4, 0x2000)]);
+    }
+
+    #[test]
+    fn bars_are_checked_when_added() {
+        let mut b = Bars::default();
+        let bar = |kind, size, addr| Bar { kind, size, addr };
+        assert!(
+            b.add(0, bar(BarKind::Mem32, 3 * MIB, 0)).is_err(),
+            "not a power of two"
+        );
+        assert!(
+            b.add(0, bar(BarKind::Mem32, MIB, 0x1000)).is_err(),
+            "unaligned"
+        );
+        assert!(
+            b.add(0, bar(BarKind::Mem32, MIB, 1 << 32)).is_err(),
+            "above 4 GiB"
+        );
+        assert!(
+            b.add(
+                5,
+                bar(
+                    BarKind::Mem64 {
+                        prefetchable: false
+                    },
+                    MIB,
+                    0
+                )
+            )
+            .is_err(),
+            "no upper half"
+        );
+        b.add(
+            0,
+            bar(
+                BarKind::Mem64 {
+                    prefetchable: false,
+                },
+                MIB,
+                1 << 40,
+            ),
+        )
+        .unwrap();
+        assert!(
+            b.add(1, bar(BarKind::Mem32, MIB, 0)).is_err(),
+            "the upper half is taken"
+        );
+    }
+}

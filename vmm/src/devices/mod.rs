@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use granule_devices::pci::{
-    HostBridge, PciConfigIo, PciConfigMmio, PciRoot, PciRootError, PCI_CONFIG_IO_LEN,
+    BarKind, BarMove, HostBridge, MoveHandler, PciConfigIo, PciConfigMmio, PciRoot, PciRootError,
+    PCI_CONFIG_IO_LEN,
 };
 use granule_devices::{Bus, BusError};
 use kvm_ioctls::VmFd;
@@ -110,6 +111,36 @@ impl DeviceManager {
             )?;
         }
         Ok(())
+    }
+
+    /// The handler a PCI function calls when the guest moves one of its BARs: the
+    /// BAR's window follows (bus ranges and device memory for a memory BAR, port
+    /// ranges for an I/O BAR). Holds the manager weakly: the manager owns the function.
+    pub fn bar_mover(self: &Arc<Self>) -> MoveHandler {
+        let dm = Arc::downgrade(self);
+        Box::new(move |m: &BarMove| {
+            let Some(dm) = dm.upgrade() else {
+                return;
+            };
+            let r = match m.kind {
+                BarKind::Io => dm
+                    .pio
+                    .relocate_window(m.from, m.size, m.to)
+                    .map(|_| ())
+                    .map_err(DeviceError::from),
+                _ => dm.move_window(m.from, m.size, m.to),
+            };
+            if let Err(e) = r {
+                // The guest asked for an impossible place (over another device): the
+                // BAR register says one thing and the mapping another, as on hardware
+                // with overlapping BARs; the guest's accesses there go nowhere useful.
+                tracing::warn!(
+                    "BAR {} of a PCI function cannot move to {:#x}: {e}",
+                    m.index,
+                    m.to
+                );
+            }
+        })
     }
 
     /// MMIO windows, ports, memslot ids and GSIs, for devices added at any time.
