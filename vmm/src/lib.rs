@@ -19,4 +19,5 @@ pub mod stress;
 pub mod stress_command;
 pub mod units;
 pub mod vcpu;
+pub mod vfio;
 pub mod vm;

@@ -38,6 +38,17 @@ fn x86_probe_sees_svm_npt_and_a_vfio_device() {
         "the ivshmem device is bound to vfio-pci\n{}",
         run.tail()
     );
+    // probe lists it, with its 1 GiB BAR 2 able to take 1G leaves.
+    let devices = v["vfio"]["devices"].as_array().cloned().unwrap_or_default();
+    assert_eq!(devices.len(), 1, "{}", v["vfio"]);
+    let bar2 = devices[0]["bars"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["index"] == 2).cloned())
+        .unwrap_or_default();
+    assert_eq!(bar2["size"], 1u64 << 30, "{}", devices[0]);
+    assert_eq!(bar2["kind"], "mem64");
+    assert_eq!(bar2["max_leaf"], 1u64 << 30, "{}", devices[0]);
+    assert!(devices[0]["iommu_group"].is_u64(), "{}", devices[0]);
 }
 
 /// `granule plan` on this host (the same code path as the CLI) for one zone on x86 TDP.

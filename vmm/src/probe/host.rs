@@ -132,13 +132,20 @@ pub fn thp() -> Thp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Vfio {
     pub dev_vfio: bool,
+    /// /dev/iommu exists: iommufd can be used instead of the legacy container.
+    pub dev_iommu: bool,
     pub iommu_groups: usize,
+    /// Devices bound to vfio-pci, with their groups and BARs.
+    pub devices: Vec<crate::vfio::sysfs::VfioDevice>,
 }
 
-pub fn vfio() -> Vfio {
+/// VFIO on this host; `pfnmap_limit` is the largest leaf PFN maps get here.
+pub fn vfio(pfnmap_limit: u64) -> Vfio {
     Vfio {
         dev_vfio: std::path::Path::new("/dev/vfio/vfio").exists(),
+        dev_iommu: std::path::Path::new("/dev/iommu").exists(),
         iommu_groups: fs::read_dir("/sys/kernel/iommu_groups").map_or(0, |d| d.count()),
+        devices: crate::vfio::sysfs::bound_devices(std::path::Path::new("/sys"), pfnmap_limit),
     }
 }
 

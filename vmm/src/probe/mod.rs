@@ -94,6 +94,7 @@ pub fn probe() -> HostFacts {
         }
         Err(e) => (None, Some(e.to_string())),
     };
+    let pfnmap_max_leaf = host::huge_pfnmap_leaf(&host::kernel_release(), std::env::consts::ARCH);
     HostFacts {
         arch: std::env::consts::ARCH,
         kernel: host::kernel_release(),
@@ -104,8 +105,8 @@ pub fn probe() -> HostFacts {
         kvm_error,
         hugepages: host::hugepage_pools(),
         thp: host::thp(),
-        vfio: host::vfio(),
-        pfnmap_max_leaf: host::huge_pfnmap_leaf(&host::kernel_release(), std::env::consts::ARCH),
+        vfio: host::vfio(pfnmap_max_leaf),
+        pfnmap_max_leaf,
         nx_huge_pages: host::nx_huge_pages(),
     }
 }

@@ -56,11 +56,16 @@ pub fn render_table(f: &HostFacts) -> String {
     row(
         "vfio",
         format!(
-            "/dev/vfio/vfio {}, {} IOMMU groups",
+            "/dev/vfio/vfio {}, /dev/iommu {}, {} IOMMU groups, {} device(s) on vfio-pci",
             yes_no(f.vfio.dev_vfio),
-            f.vfio.iommu_groups
+            yes_no(f.vfio.dev_iommu),
+            f.vfio.iommu_groups,
+            f.vfio.devices.len()
         ),
     );
+    for d in &f.vfio.devices {
+        row(&format!("  {}", d.bdf), vfio_device_line(d));
+    }
     row(
         "device memory",
         format!(
@@ -78,6 +83,35 @@ pub fn render_table(f: &HostFacts) -> String {
         .to_string(),
     );
     o
+}
+
+/// One passthrough candidate: ids, group, cdev, and each BAR's size and best leaf.
+fn vfio_device_line(d: &crate::vfio::sysfs::VfioDevice) -> String {
+    let group = d
+        .iommu_group
+        .map_or_else(|| "no IOMMU group".to_string(), |g| format!("group {g}"));
+    let mut line = format!("{}:{} {group}", d.vendor, d.device);
+    for (peer, driver) in &d.group_peers {
+        let _ = write!(line, " (shares it with {peer}, driver {driver})");
+    }
+    if let Some(c) = &d.cdev {
+        let _ = write!(line, ", {c}");
+    }
+    for b in &d.bars {
+        let leaf = if b.max_leaf == 0 {
+            String::new()
+        } else {
+            format!(", leaves up to {}", format_size(b.max_leaf))
+        };
+        let _ = write!(
+            line,
+            "; BAR{} {} {}{leaf}",
+            b.index,
+            b.kind,
+            format_size(b.size)
+        );
+    }
+    line
 }
 
 fn yes_no(b: bool) -> &'static str {
