@@ -61,13 +61,9 @@ fn kvm_has_memory_at(vm: &kvm_ioctls::VmFd, gpa: u64, size: u64, hva: u64) -> bo
     }
 }
 
-#[test]
-fn a_device_window_moves_its_bus_ranges_and_memslot_while_a_vcpu_runs() {
-    if !common::kvm_available("a_device_window_moves_its_bus_ranges_and_memslot_while_a_vcpu_runs")
-    {
-        return;
-    }
-    let kvm = common::kvm();
+/// A VM whose one vCPU runs the spin program until stopped: changes made to it happen
+/// while a vCPU runs.
+fn spinning_vm(kvm: &granule_vmm::kvm::KvmHandle) -> granule_vmm::programs::Launched {
     let cfg = RunConfig {
         program: Program::Spin,
         vcpus: 1,
@@ -75,7 +71,17 @@ fn a_device_window_moves_its_bus_ranges_and_memslot_while_a_vcpu_runs() {
         timeout: None,
         progress: false,
     };
-    let mut l = launch(&kvm, &cfg, std::io::sink()).unwrap();
+    launch(kvm, &cfg, std::io::sink()).unwrap()
+}
+
+#[test]
+fn a_device_window_moves_its_bus_ranges_and_memslot_while_a_vcpu_runs() {
+    if !common::kvm_available("a_device_window_moves_its_bus_ranges_and_memslot_while_a_vcpu_runs")
+    {
+        return;
+    }
+    let kvm = common::kvm();
+    let mut l = spinning_vm(&kvm);
     let dm = l.running.devices().clone();
     let ram_slots = l.running.ram().slots().len() as u32;
 
@@ -213,14 +219,7 @@ fn reprogramming_a_bar_through_config_space_moves_its_memslot() {
         return;
     }
     let kvm = common::kvm();
-    let cfg = RunConfig {
-        program: Program::Spin,
-        vcpus: 1,
-        zones: vec![ZoneConfig::new(64 * MIB, Backing::Anon4k)],
-        timeout: None,
-        progress: false,
-    };
-    let mut l = launch(&kvm, &cfg, std::io::sink()).unwrap();
+    let mut l = spinning_vm(&kvm);
     let dm = l.running.devices().clone();
     dm.add_pci_host((0xe000_0000, 0xe010_0000), true).unwrap();
     let (bar, to) = {
