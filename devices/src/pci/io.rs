@@ -7,6 +7,8 @@ use std::sync::Arc;
 use super::root::{PciAddress, PciRoot};
 use crate::BusDevice;
 
+/// The address register's port; the data window follows it.
+pub const PCI_CONFIG_IO_BASE: u64 = 0xcf8;
 /// The two registers' span: 0xCF8..0xD00.
 pub const PCI_CONFIG_IO_LEN: u64 = 8;
 const ENABLE: u32 = 1 << 31;

@@ -18,7 +18,7 @@ pub use config::{ConfigSpace, Header};
 pub use ecam::{PciConfigMmio, ECAM_BUS_SIZE};
 pub use function::{MoveHandler, PciFunction};
 pub use host_bridge::HostBridge;
-pub use io::{PciConfigIo, PCI_CONFIG_IO_LEN};
+pub use io::{PciConfigIo, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN};
 pub use root::{PciAddress, PciRoot, PciRootError};
 
 /// A function on the PCI bus, as its configuration space sees it.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use granule_devices::pci::{
     BarKind, BarMove, HostBridge, MoveHandler, PciConfigIo, PciConfigMmio, PciRoot, PciRootError,
-    PCI_CONFIG_IO_LEN,
+    PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN,
 };
 use granule_devices::{Bus, BusError};
 use kvm_ioctls::VmFd;
@@ -105,7 +105,7 @@ impl DeviceManager {
         )?;
         if config_ports {
             self.pio.insert(
-                0xcf8,
+                PCI_CONFIG_IO_BASE,
                 PCI_CONFIG_IO_LEN,
                 Arc::new(PciConfigIo::new(self.pci.clone())),
             )?;
@@ -118,6 +118,9 @@ impl DeviceManager {
     /// ranges for an I/O BAR). Holds the manager weakly: the manager owns the function.
     pub fn bar_mover(self: &Arc<Self>) -> MoveHandler {
         let dm = Arc::downgrade(self);
+        // The guest chooses BAR addresses: warn once per function, then only at debug
+        // level, so a guest cannot flood the log.
+        let warned = std::sync::atomic::AtomicBool::new(false);
         Box::new(move |m: &BarMove| {
             let Some(dm) = dm.upgrade() else {
                 return;
@@ -134,11 +137,15 @@ impl DeviceManager {
                 // The guest asked for an impossible place (over another device): the
                 // BAR register says one thing and the mapping another, as on hardware
                 // with overlapping BARs; the guest's accesses there go nowhere useful.
-                tracing::warn!(
+                let msg = format!(
                     "BAR {} of a PCI function cannot move to {:#x}: {e}",
-                    m.index,
-                    m.to
+                    m.index, m.to
                 );
+                if warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::debug!("{msg}");
+                } else {
+                    tracing::warn!("{msg}");
+                }
             }
         })
     }
@@ -163,14 +170,14 @@ impl DeviceManager {
         regions: &BTreeMap<u64, Region>,
         gpa: u64,
         size: u64,
-        except: Option<u64>,
+        except: &[u64],
     ) -> Result<(), DeviceError> {
         let end = gpa
             .checked_add(size)
             .ok_or(DeviceError::Overflow { gpa, size })?;
         let clash = regions
             .iter()
-            .filter(|(base, _)| Some(**base) != except)
+            .filter(|(base, _)| !except.contains(base))
             .find(|(base, r)| **base < end && gpa < **base + r.size);
         match clash {
             Some((other, _)) => Err(DeviceError::Overlap {
@@ -192,7 +199,7 @@ impl DeviceManager {
         keep: Arc<dyn Send + Sync>,
     ) -> Result<u32, DeviceError> {
         let mut regions = lock(&self.regions);
-        Self::check_free(&regions, gpa, size, None)?;
+        Self::check_free(&regions, gpa, size, &[])?;
         let slot = self.resources().memslots.allocate()?;
         if let Err(e) = self.set_slot(slot, gpa, size, hva) {
             let _ = self.resources().memslots.free(slot);
@@ -251,17 +258,7 @@ impl DeviceManager {
         }
         let target = |b: u64| new_base + (b - base);
         // The whole target window must be free of device memory that stays put.
-        let clash = regions
-            .iter()
-            .filter(|(o, _)| !inside.contains(o))
-            .find(|(o, r)| **o < new_base + size && new_base < **o + r.size);
-        if let Some((other, _)) = clash {
-            return Err(DeviceError::Overlap {
-                gpa: new_base,
-                end: new_base + size,
-                other: *other,
-            });
-        }
+        Self::check_free(&regions, new_base, size, &inside)?;
         self.mmio.relocate_window(base, size, new_base)?;
         let mut moved = Vec::new();
         for b in inside {

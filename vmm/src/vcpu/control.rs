@@ -1,5 +1,6 @@
 //! What the VMM wants a vCPU thread to do, and the thread's acknowledgement.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ struct State {
 pub struct VcpuControl {
     state: Mutex<State>,
     cv: Condvar,
+    /// `desired` is Run: read before every KVM_RUN without taking the lock.
+    running: AtomicBool,
 }
 
 impl Default for VcpuControl {
@@ -33,6 +36,7 @@ impl Default for VcpuControl {
                 parked: false,
             }),
             cv: Condvar::new(),
+            running: AtomicBool::new(true),
         }
     }
 }
@@ -45,11 +49,18 @@ impl VcpuControl {
     }
 
     pub fn desired(&self) -> Desired {
+        if self.running.load(Ordering::SeqCst) {
+            return Desired::Run;
+        }
         self.lock().desired
     }
 
     pub fn set(&self, desired: Desired) {
-        self.lock().desired = desired;
+        let mut s = self.lock();
+        s.desired = desired;
+        self.running
+            .store(desired == Desired::Run, Ordering::SeqCst);
+        drop(s);
         self.cv.notify_all();
     }
 

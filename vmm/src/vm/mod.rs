@@ -164,7 +164,7 @@ impl Vm {
     /// some 16,000 such pairs at boot, so this halves their exits.
     #[cfg(target_arch = "x86_64")]
     pub fn coalesce_pci_config_address(&mut self, kvm_handle: &KvmHandle) -> Result<bool, VmError> {
-        self.coalesce_pio(kvm_handle, 0xcf8, 4)
+        self.coalesce_pio(kvm_handle, granule_devices::pci::PCI_CONFIG_IO_BASE, 4)
     }
 
     /// The coalesced ring, when [`Vm::coalesce_pio`] set one up.

@@ -36,6 +36,9 @@ use crate::vm::Vm;
 /// Offset of the ACPI reset register from the sleep control register.
 const RESET_OFFSET: u64 = (ports::ACPI_RESET - ports::ACPI_SLEEP_CONTROL) as u64;
 
+/// ECAM for bus 0, as `[start, end)`.
+const ECAM: (u64, u64) = (PCI_ECAM_BASE, PCI_ECAM_BASE + PCI_ECAM_SIZE);
+
 fn kvm_step<T>(what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, BootError> {
     r.map_err(|error| BootError::Kvm { what, error })
 }
@@ -193,7 +196,7 @@ fn pci_windows(ram: &[granule_arch::RamRange]) -> PciWindows {
     PciWindows {
         mmio32: map.mmio32_ranges(),
         mmio64,
-        ecam: (PCI_ECAM_BASE, PCI_ECAM_BASE + PCI_ECAM_SIZE),
+        ecam: ECAM,
     }
 }
 
@@ -249,8 +252,7 @@ fn add_devices(vm: &mut Vm, out: OutputQueue) -> Result<Devices, BootError> {
     )?;
     let pvpanic = Arc::new(PvPanic::new(sink));
     pio.insert(u64::from(ports::PVPANIC), PVPANIC_LEN, pvpanic.clone())?;
-    vm.devices()
-        .add_pci_host((PCI_ECAM_BASE, PCI_ECAM_BASE + PCI_ECAM_SIZE), true)?;
+    vm.devices().add_pci_host(ECAM, true)?;
     Ok(Devices {
         serial,
         drained,
