@@ -119,13 +119,88 @@ fn bad_boot_options_are_refused() {
     let (code, _, err) = granule(&["run", "--kernel", &kernel, "--initrd", &empty]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("initramfs") && err.contains("empty"), "{err}");
-    // Usage errors: a program together with a kernel, an initrd without one.
+    // Usage errors: a program together with a kernel, an initrd without one (also when
+    // a program is named), a built-in program's option with a kernel.
     let (code, _, err) = granule(&["run", "hello", "--kernel", &kernel]);
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = granule(&["run", "--initrd", &empty]);
     assert_eq!(code, 2, "{err}");
+    for args in [
+        &["run", "hello", "--initrd", &empty][..],
+        &["run", "hello", "--cmdline", "quiet"],
+        &["run", "--kernel", &kernel, "--text", "hi"],
+        &["run", "--kernel", &kernel, "--port", "0x60"],
+        &["run", "--kernel", &kernel, "--gpa", "0x1000"],
+    ] {
+        let (code, _, err) = granule(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("cannot be used with"), "{args:?}: {err}");
+    }
     // RAM that does not start at 0 cannot hold a Linux kernel.
     let (code, _, err) = granule(&["run", "--kernel", &kernel, "-m", "size=1G,gpa=0x40000000"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("guest-physical 0"), "{err}");
+}
+
+/// `--device vfio,...` is checked against this host's sysfs before the guest runs:
+/// a missing device, a device on a host without an IOMMU (this machine has PCI
+/// functions but no IOMMU groups), a device named twice, a device without a kernel.
+#[test]
+fn passthrough_devices_are_checked_before_the_guest_runs() {
+    if !common::kvm_available("boot_passthrough_devices_are_checked_before_the_guest_runs") {
+        return;
+    }
+    let dir = Scratch::new("boot-vfio");
+    let kernel = dir.file("vmlinuz");
+    std::fs::write(&kernel, kernel_bytes()).unwrap();
+    let run =
+        |device: &str| granule(&["run", "--kernel", &kernel, "-m", "64M", "--device", device]);
+    let (code, _, err) = run("vfio,0000:ff:1f.7");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no PCI device 0000:ff:1f.7") && err.contains("lspci"),
+        "{err}"
+    );
+    // The first PCI function of this host, and what its IOMMU group says.
+    let first = std::fs::read_dir("/sys/bus/pci/devices")
+        .ok()
+        .and_then(|d| d.filter_map(Result::ok).map(|e| e.file_name()).min())
+        .map(|n| n.to_string_lossy().into_owned());
+    if let Some(bdf) = first {
+        let grouped = std::path::Path::new("/sys/bus/pci/devices")
+            .join(&bdf)
+            .join("iommu_group")
+            .exists();
+        let (code, _, err) = run(&format!("vfio,path=/sys/bus/pci/devices/{bdf}"));
+        assert_eq!(code, 1, "{err}");
+        let says = if grouped {
+            "driver_override"
+        } else {
+            "intel_iommu=on"
+        };
+        assert!(err.contains(&bdf) && err.contains(says), "{err}");
+    }
+    let (code, _, err) = granule(&[
+        "run",
+        "--kernel",
+        &kernel,
+        "--device",
+        "vfio,0000:00:02.0",
+        "--device",
+        "vfio,path=/sys/bus/pci/devices/0000:00:02.0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("names PCI device 0000:00:02.0 twice"), "{err}");
+    // Passthrough is for Linux guests; the built-in programs have no PCI bus.
+    let (code, _, err) = granule(&["run", "hello", "--device", "vfio,0000:00:02.0"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = granule(&[
+        "run",
+        "--kernel",
+        &kernel,
+        "--device",
+        "virtio,0000:00:02.0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown device type 'virtio'"), "{err}");
 }

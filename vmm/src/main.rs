@@ -19,7 +19,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // vfio-ioctls warns about IRQ indexes a device does not have.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,vfio_ioctls::vfio_device=error")
+                }),
         )
         .init();
     let cli = Cli::parse();
@@ -107,6 +110,10 @@ fn run_program(args: &RunArgs) -> Result<ExitCode> {
 /// `granule run --kernel`: boots Linux; the exit code says how the guest ended.
 fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<ExitCode> {
     use granule_vmm::linux::{self, LinuxConfig, DEFAULT_CMDLINE};
+    if let Some(bdf) = granule_vmm::vfio::spec::first_duplicate(&args.device) {
+        eprintln!("granule: error: --device names PCI device {bdf} twice; give each device once");
+        return Ok(ExitCode::from(2));
+    }
     let kvm = KvmHandle::open()?;
     let cfg = LinuxConfig {
         kernel: args.kernel.clone().unwrap_or_default(),
@@ -118,6 +125,7 @@ fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<ExitCo
         vcpus: args.cpus,
         zones: args.memory.clone(),
         timeout: args.timeout,
+        devices: args.device.clone(),
         process_start,
     };
     let summary = linux::boot(&kvm, &cfg).context("booting the kernel")?;

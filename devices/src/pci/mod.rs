@@ -13,7 +13,7 @@ mod host_bridge;
 mod io;
 mod root;
 
-pub use bar::{Bar, BarError, BarKind, BarMove};
+pub use bar::{Bar, BarError, BarKind, BarMove, Bars};
 pub use config::{ConfigSpace, Header};
 pub use ecam::{PciConfigMmio, ECAM_BUS_SIZE};
 pub use function::{MoveHandler, PciFunction};

@@ -163,8 +163,10 @@ pub enum ProgramArg {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The built-in program to run (default: hello); not with --kernel.
-    #[arg(value_enum, conflicts_with = "kernel")]
+    /// The built-in program to run (default: hello); not with --kernel. (Listing the
+    /// kernel-only options here too matters: clap drops a `requires = "kernel"` when
+    /// something present conflicts with --kernel.)
+    #[arg(value_enum, conflicts_with_all = ["kernel", "initrd", "cmdline", "device"])]
     pub program: Option<ProgramArg>,
     /// Boot this Linux kernel (bzImage or ELF vmlinux) instead of a built-in program
     /// (x86_64). Its console is COM1 on granule's stdin and stdout.
@@ -181,6 +183,12 @@ pub struct RunArgs {
         allow_hyphen_values = true
     )]
     pub cmdline: Option<String>,
+    /// Pass a host PCI function through to the --kernel guest with VFIO:
+    /// vfio,path=/sys/bus/pci/devices/DDDD:BB:DD.F[,iommu=legacy|iommufd] or
+    /// vfio,DDDD:BB:DD.F. Repeat for several. Default IOMMU interface: iommufd where
+    /// the kernel offers it for the device, else the legacy container.
+    #[arg(long, value_name = "SPEC", requires = "kernel", value_parser = crate::vfio::parse_device)]
+    pub device: Vec<crate::vfio::DeviceSpec>,
     /// Number of vCPUs (1 to KVM's maximum).
     #[arg(long, short = 'c', value_parser = values::parse_vcpus, default_value = "1", allow_hyphen_values = true)]
     pub cpus: usize,
@@ -193,13 +201,13 @@ pub struct RunArgs {
     #[arg(long, value_parser = values::parse_timeout, allow_hyphen_values = true)]
     pub timeout: Option<std::time::Duration>,
     /// Text for `hello`.
-    #[arg(long, default_value = "Hello from a granule guest!\n", value_parser = values::parse_text)]
+    #[arg(long, default_value = "Hello from a granule guest!\n", value_parser = values::parse_text, conflicts_with = "kernel")]
     pub text: String,
     /// Port for `port-probe` (decimal or 0x hex).
-    #[arg(long, value_parser = values::parse_port, default_value = "0x80")]
+    #[arg(long, value_parser = values::parse_port, default_value = "0x80", conflicts_with = "kernel")]
     pub port: u16,
     /// Guest-physical address for `mmio-probe` (decimal or 0x hex).
-    #[arg(long, value_parser = values::parse_u64, default_value = "0xd0000000")]
+    #[arg(long, value_parser = values::parse_u64, default_value = "0xd0000000", conflicts_with = "kernel")]
     pub gpa: u64,
     /// Write the run summary (with a kernel: end, boot time, stage-2 share) as JSON to
     /// this file.

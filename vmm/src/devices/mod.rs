@@ -14,6 +14,8 @@ use granule_devices::{Bus, BusError};
 use kvm_ioctls::VmFd;
 use thiserror::Error;
 
+pub mod irq_routes;
+
 use crate::allocators::IdError;
 use crate::memory::memslot::set_memslot;
 use crate::vm::VmResources;
@@ -55,13 +57,17 @@ struct Region {
 
 pub struct DeviceManager {
     vm: Arc<VmFd>,
+    /// Device memory by guest-physical base. Dropped before the devices: a passthrough
+    /// BAR's mmap holds its VFIO device open, which must be closed before its group
+    /// can leave the container.
+    regions: Mutex<BTreeMap<u64, Region>>,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
     /// PCI bus 0: the host bridge and the functions added to it.
     pci: Arc<PciRoot>,
     resources: Mutex<VmResources>,
-    /// Device memory by guest-physical base.
-    regions: Mutex<BTreeMap<u64, Region>>,
+    /// The GSI routing table, once the VM has an in-kernel irqchip.
+    routes: Mutex<Option<Arc<irq_routes::GsiRoutes>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,7 +85,24 @@ impl DeviceManager {
             pci: Arc::new(PciRoot::default()),
             resources: Mutex::new(resources),
             regions: Mutex::new(BTreeMap::new()),
+            routes: Mutex::new(None),
         }
+    }
+
+    /// Starts the GSI routing table with the irqchip's own routes `base` (called when
+    /// the in-kernel irqchip is created).
+    pub fn enable_irq_routing(&self, base: Vec<(u32, irq_routes::Route)>) {
+        *lock(&self.routes) = Some(Arc::new(irq_routes::GsiRoutes::new(self.vm.clone(), base)));
+    }
+
+    /// The GSI routing table; None without an in-kernel irqchip.
+    pub fn irq_routes(&self) -> Option<Arc<irq_routes::GsiRoutes>> {
+        lock(&self.routes).clone()
+    }
+
+    /// The VM, for devices that register irqfds.
+    pub fn vm(&self) -> &Arc<VmFd> {
+        &self.vm
     }
 
     pub fn pio(&self) -> &Arc<Bus> {

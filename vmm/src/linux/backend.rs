@@ -32,6 +32,8 @@ pub struct Prepared {
     /// Where the kernel's code lies in guest memory (for the stage-2 model).
     pub executed: Vec<(u64, u64)>,
     pub guest_page_size: u64,
+    /// The passed-through devices and their DMA address spaces, kept for the run.
+    pub passthrough: crate::vfio::attach::Attached,
 }
 
 /// Builds a Linux guest's VM for one architecture, up to vCPUs ready to run. Each

@@ -48,6 +48,8 @@ pub struct LinuxConfig {
     pub vcpus: usize,
     pub zones: Vec<ZoneConfig>,
     pub timeout: Option<Duration>,
+    /// PCI functions to pass through (`--device vfio,...`).
+    pub devices: Vec<crate::vfio::DeviceSpec>,
     /// When granule started, for the boot timer.
     pub process_start: Instant,
 }
@@ -91,6 +93,8 @@ pub enum BootError {
     Memory(#[from] MemoryError),
     #[error(transparent)]
     Vm(#[from] VmError),
+    #[error(transparent)]
+    Vfio(#[from] crate::vfio::VfioError),
     #[error("setting up the PCI host bridge: {0}")]
     Devices(#[from] crate::devices::DeviceError),
     #[error("{what} failed: {error}")]

@@ -57,6 +57,7 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
         format,
         executed,
         guest_page_size,
+        passthrough,
     } = p;
     // Dropped on every return below: handlers restored, wake fd unpublished.
     let interrupts = InterruptScope::install(wake.clone());
@@ -75,6 +76,7 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
     // Outcomes after a stop are all "stopped" or already recorded; the end says why.
     running.stop()?;
     let stage2 = stage2_report(&running, guest_page_size, &executed);
+    let devices = predict_bars(passthrough.devices.clone(), guest_page_size);
     Ok(BootSummary {
         kernel: cfg.kernel.clone(),
         format,
@@ -93,7 +95,24 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
         stage2_share: stage2.observed.as_ref().map(LeafShare::from_counts),
         stage2,
         console: ConsoleLoss::default(),
+        passthrough: devices,
     })
+}
+
+/// Each passed-through BAR's predicted leaves on this host.
+fn predict_bars(
+    mut devices: Vec<crate::vfio::Passthrough>,
+    guest_page: u64,
+) -> Vec<crate::vfio::Passthrough> {
+    if devices.is_empty() {
+        return devices;
+    }
+    let target = crate::report::host_target(crate::probe::Backend::detect().kind, guest_page);
+    let limit = crate::vfio::leaves::host_pfnmap_limit();
+    for b in devices.iter_mut().flat_map(|d| d.bars.iter_mut()) {
+        b.predicted = crate::vfio::leaves::predict(&b.areas, target, limit);
+    }
+    devices
 }
 
 /// Runs the event loop until the judge names an end.

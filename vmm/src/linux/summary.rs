@@ -109,6 +109,8 @@ pub struct BootSummary {
     pub stage2: Stage2Report,
     /// Guest console output that never reached stdout (stdout not read or closed).
     pub console: ConsoleLoss,
+    /// The PCI functions passed through, their BARs and predicted leaves.
+    pub passthrough: Vec<crate::vfio::Passthrough>,
 }
 
 pub use crate::console::ConsoleLoss;
@@ -141,9 +143,48 @@ pub fn render(s: &BootSummary) -> String {
             })
             .collect();
         out.push_str(&format!(
-            "granule: stage 2 after boot: {} ({:.0}% of mapped guest RAM in huge leaves)\n",
+            "granule: stage 2 after boot: {} ({:.0}% of mapped guest memory in huge leaves)\n",
             parts.join(", "),
             share.huge_share * 100.0
+        ));
+    }
+    for d in &s.passthrough {
+        out.push_str(&render_passthrough(d));
+    }
+    out
+}
+
+/// A device's lines: how it was opened, and each BAR with its predicted leaves.
+fn render_passthrough(d: &crate::vfio::Passthrough) -> String {
+    use crate::units::format_size as sz;
+    let mut out = format!(
+        "granule: passthrough {} as guest 00:{:02x}.0, IOMMU group {}, {} ({})\n",
+        d.bdf,
+        d.guest_slot,
+        d.group,
+        d.iommu.name(),
+        d.iommu_reason
+    );
+    for b in &d.bars {
+        let leaves: Vec<String> = b
+            .predicted
+            .iter()
+            .map(|p| match &p.reason {
+                Some(r) => format!("{} in {} leaves ({r})", sz(p.size), sz(p.leaf)),
+                None => format!("{} in {} leaves", sz(p.size), sz(p.leaf)),
+            })
+            .collect();
+        let how = if b.areas.is_empty() {
+            "trapped".to_string()
+        } else {
+            format!("predicted {}", leaves.join(", "))
+        };
+        out.push_str(&format!(
+            "granule:   BAR {} {} {} at {:#x}: {how}\n",
+            b.index,
+            b.kind,
+            sz(b.size),
+            b.gpa
         ));
     }
     out

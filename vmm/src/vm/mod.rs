@@ -128,7 +128,11 @@ impl Vm {
     #[cfg(target_arch = "x86_64")]
     pub fn create_irqchip(&mut self) -> Result<(), VmError> {
         self.before_vcpus("KVM_CREATE_IRQCHIP")?;
-        kvm("KVM_CREATE_IRQCHIP", self.fd.create_irq_chip())
+        kvm("KVM_CREATE_IRQCHIP", self.fd.create_irq_chip())?;
+        // KVM's default routes; MSI routes are added to these as devices need them.
+        self.devices
+            .enable_irq_routing(crate::devices::irq_routes::x86_default_routes());
+        Ok(())
     }
 
     /// Has KVM buffer guest writes to ports `port..port+len` instead of exiting, when it

@@ -70,7 +70,9 @@ pub(super) fn start(vm: Vm, reports: bool) -> Result<RunningVm, VmError> {
         let driver = move |v: &mut Vcpu| drive(v, &channel);
         (Vcpu::new(index, fd, Some(io.clone()), reports), driver)
     });
-    let threads = VcpuThreads::spawn(drivers.collect(), ram.clone())?;
+    // Each thread keeps RAM and the device memory (passthrough BARs) mapped.
+    let keep: Arc<dyn Send + Sync> = Arc::new((ram.clone(), devices.clone()));
+    let threads = VcpuThreads::spawn(drivers.collect(), keep)?;
     Ok(RunningVm {
         threads,
         events: rx,

@@ -101,6 +101,7 @@ pub fn prepare(
     kvm_step("KVM_CREATE_PIT2", vm.fd().create_pit2(pit))?;
     let loaded = load(&vm, inputs, apic_ids)?;
     let devices = add_devices(&mut vm, out)?;
+    let passthrough = crate::vfio::attach_all(&vm, &cfg.devices)?;
     let supported = kvm_step(
         "KVM_GET_SUPPORTED_CPUID",
         kvm.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES),
@@ -129,6 +130,7 @@ pub fn prepare(
         format: loaded.format,
         executed: vec![(HIMEM_START, loaded.end)],
         guest_page_size: crate::vcpu::setup_x86_64::guest_page_size(&supported),
+        passthrough,
     })
 }
 

@@ -1,0 +1,154 @@
+//! A passed-through PCI function as the guest's configuration space sees it: the
+//! device's own registers (vfio-pci already virtualizes what a user must not touch),
+//! except what the VMM owns: the BARs (placed by granule, moved with their memslots),
+//! the expansion ROM (not offered), the interrupt pin (no INTx routing), MSI-X's
+//! message control (emulated, [`super::msix`]) and MSI (unlinked: not routed yet).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use granule_devices::pci::{Bar, BarError, Bars, MoveHandler, PciDevice};
+use vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
+use vfio_ioctls::VfioDevice;
+
+use super::caps::{CapChain, CAP_MSI, CAP_MSIX};
+use super::msix::Msix;
+
+const COMMAND: u16 = 0x04;
+const COMMAND_IO: u16 = 1 << 0;
+const COMMAND_MEMORY: u16 = 1 << 1;
+const ROM: u16 = 0x30;
+const INTERRUPT_LINE: u16 = 0x3c;
+
+pub struct PassthroughFunction {
+    device: Arc<VfioDevice>,
+    bars: Mutex<Bars>,
+    caps: CapChain,
+    /// The interrupt line register: the guest's scratch byte.
+    line: Mutex<u8>,
+    msix: Option<Arc<Msix>>,
+    on_move: MoveHandler,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads `buf.len()` bytes of the device's configuration space at `offset`.
+pub fn config_bytes(device: &VfioDevice, offset: u16, buf: &mut [u8]) {
+    device.region_read(VFIO_PCI_CONFIG_REGION_INDEX, buf, u64::from(offset));
+}
+
+fn config_u8(device: &VfioDevice, offset: u16) -> u8 {
+    let mut b = [0u8];
+    config_bytes(device, offset, &mut b);
+    b[0]
+}
+
+impl PassthroughFunction {
+    /// `bars` (index, BAR) as granule placed them.
+    pub fn new(
+        device: Arc<VfioDevice>,
+        bars: &[(usize, Bar)],
+        msix: Option<Arc<Msix>>,
+        on_move: MoveHandler,
+    ) -> Result<Self, BarError> {
+        let mut b = Bars::default();
+        for (index, bar) in bars {
+            b.add(*index, *bar)?;
+        }
+        let hide: &[u8] = if msix.is_some() {
+            &[CAP_MSI]
+        } else {
+            &[CAP_MSI, CAP_MSIX]
+        };
+        let caps = CapChain::new(|o| config_u8(&device, o), hide);
+        Ok(Self {
+            device,
+            bars: Mutex::new(b),
+            caps,
+            line: Mutex::new(0),
+            msix,
+            on_move,
+        })
+    }
+
+    fn device_dword(&self, offset: u16) -> u32 {
+        let mut b = [0u8; 4];
+        config_bytes(&self.device, offset, &mut b);
+        u32::from_le_bytes(b)
+    }
+}
+
+impl PciDevice for PassthroughFunction {
+    fn config_read(&self, offset: u16) -> u32 {
+        if let Some((r, _)) = Bars::register_at(offset) {
+            return lock(&self.bars).read(r);
+        }
+        match offset {
+            ROM => 0,
+            // Line as the guest wrote it; pin 0: no INTx.
+            INTERRUPT_LINE => {
+                let v = self.device_dword(offset);
+                (v & 0xffff_0000) | u32::from(*lock(&self.line))
+            }
+            _ => {
+                let mut v = self.caps.patch_read(offset, self.device_dword(offset));
+                if let Some(m) = self.msix.as_ref().filter(|m| m.cap().at == offset) {
+                    v = (v & 0xffff) | (u32::from(m.control()) << 16);
+                }
+                v
+            }
+        }
+    }
+
+    fn config_write(&self, offset: u16, data: &[u8]) {
+        if let Some((r, byte)) = Bars::register_at(offset) {
+            let moved = {
+                let mut bars = lock(&self.bars);
+                let mut v = bars.read(r).to_le_bytes();
+                let end = (byte + data.len()).min(4);
+                v[byte..end].copy_from_slice(&data[..end - byte]);
+                bars.write(r, u32::from_le_bytes(v))
+            };
+            if let Some(m) = moved {
+                (self.on_move)(&m);
+            }
+            return;
+        }
+        if offset & !3 == ROM || self.caps.write_hidden(offset, data.len()) {
+            return;
+        }
+        if offset == INTERRUPT_LINE {
+            *lock(&self.line) = data[0];
+            return;
+        }
+        if offset == INTERRUPT_LINE + 1 {
+            return;
+        }
+        if let Some(m) = &self.msix {
+            let at = m.cap().at;
+            let end = offset + data.len() as u16;
+            if offset < at + 4 && end > at {
+                // Only the message control word (bytes 2-3) is writable.
+                if offset <= at + 2 && end >= at + 4 {
+                    let i = usize::from(at + 2 - offset);
+                    m.write_control(u16::from_le_bytes([data[i], data[i + 1]]));
+                } else if offset == at + 3 && data.len() == 1 {
+                    m.write_control((m.control() & 0x00ff) | (u16::from(data[0]) << 8));
+                }
+                return;
+            }
+        }
+        self.device
+            .region_write(VFIO_PCI_CONFIG_REGION_INDEX, data, u64::from(offset));
+        let end = usize::from(offset) + data.len();
+        if usize::from(offset) < usize::from(COMMAND) + 2 && end > usize::from(COMMAND) {
+            let cmd = self.device_dword(COMMAND) as u16;
+            let moves =
+                lock(&self.bars).set_decoding(cmd & COMMAND_MEMORY != 0, cmd & COMMAND_IO != 0);
+            for m in &moves {
+                (self.on_move)(m);
+            }
+        }
+    }
+}
