@@ -21,7 +21,15 @@ for m in pvpanic pvpanic-mmio; do
     [ -f "$mdir/$m.ko.xz" ] || die "$mdir/$m.ko.xz is missing: the guest needs the pvpanic driver"
     xz -dc "$mdir/$m.ko.xz" > "$stage/initrd/lib/modules/$m.ko"
 done
+# The NVMe driver, for a passed-through NVMe controller (guest.action=passthrough).
+ndir=$(echo "$(dirname "$bz")"/lib/modules/*/kernel/drivers/nvme)
+for m in common/nvme-auth host/nvme-core host/nvme; do
+    [ -f "$ndir/$m.ko.xz" ] || die "$ndir/$m.ko.xz is missing: the guest needs the NVMe driver"
+    xz -dc "$ndir/$m.ko.xz" > "$stage/initrd/lib/modules/$(basename "$m").ko"
+done
 cp "$RESOURCES_DIR/guest/init" "$stage/initrd/init"
+# barpoke writes a passed-through BAR through its sysfs resource file.
+gcc -static -O2 -Wall -Werror -o "$stage/initrd/bin/barpoke" "$RESOURCES_DIR/guest/barpoke.c"
 (cd "$stage/initrd" && find . | cpio -o -H newc --quiet) | gzip -9 > "$stage/payload/guest/initrd.cpio.gz"
 
 cp "$bz" "$stage/payload/guest/vmlinuz"

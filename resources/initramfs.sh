@@ -22,6 +22,10 @@ cp "$busybox" "$stage/bin/busybox"
 cp "$granule" "$stage/bin/granule"
 for t in "$@"; do cp "$t" "$stage/tests/"; done
 cp "$RESOURCES_DIR/bed/init" "$stage/init"
+# dropcap runs granule without CAP_IPC_LOCK under a small RLIMIT_MEMLOCK (x86 bed).
+if [ "$arch" = amd64 ]; then
+    gcc -static -O2 -Wall -Werror -o "$stage/bin/dropcap" "$RESOURCES_DIR/bed/tools/dropcap.c"
+fi
 cp "$RESOURCES_DIR"/bed/scenarios/* "$stage/scenarios/"
 
 # Path of a module by name (dashes and underscores are the same to the kernel).

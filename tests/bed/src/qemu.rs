@@ -93,6 +93,15 @@ pub struct Bed {
     pub tcg: TcgThreads,
     /// The bed's own vCPUs.
     pub cpus: u32,
+    /// A file on this host behind the ivshmem device's 1 GiB of shared memory (a memfd
+    /// when None), so a test can read what the bed's guests wrote into the BAR.
+    pub ivshmem_file: Option<PathBuf>,
+    /// x86: a two-function slot 00:06 (a PCI test device at .0, a virtio RNG bound to
+    /// its built-in driver at .1), one IOMMU group: the group a user cannot pass through.
+    pub shared_group: bool,
+    /// A raw image file on this host behind an emulated NVMe controller (x86), which
+    /// the bed binds to vfio-pci.
+    pub nvme_image: Option<PathBuf>,
 }
 
 /// A finished run: the serial log and the scenario's exit status.
@@ -137,7 +146,28 @@ impl Bed {
                 Arch::Aarch64 => TcgThreads::Multi,
             },
             cpus: 2,
+            ivshmem_file: None,
+            shared_group: false,
+            nvme_image: None,
         }
+    }
+
+    /// Adds an NVMe controller backed by the raw image `path` (x86).
+    pub fn nvme_image(mut self, path: PathBuf) -> Self {
+        self.nvme_image = Some(path);
+        self
+    }
+
+    /// Adds the two-function slot 00:06 (x86).
+    pub fn shared_group(mut self) -> Self {
+        self.shared_group = true;
+        self
+    }
+
+    /// Backs the ivshmem memory with `path` (created sparse, 1 GiB).
+    pub fn ivshmem_file(mut self, path: PathBuf) -> Self {
+        self.ivshmem_file = Some(path);
+        self
     }
 
     pub fn cpus(mut self, n: u32) -> Self {
@@ -209,13 +239,38 @@ impl Bed {
                 "-monitor",
                 "none",
                 "-no-reboot",
-                "-object",
-                "memory-backend-memfd,id=shm,size=1G,share=on",
                 "-device",
                 "ivshmem-plain,memdev=shm",
             ]
             .map(String::from),
         );
+        let backend = match &self.ivshmem_file {
+            Some(f) => format!(
+                "memory-backend-file,id=shm,size=1G,share=on,mem-path={}",
+                f.display()
+            ),
+            None => "memory-backend-memfd,id=shm,size=1G,share=on".into(),
+        };
+        a.extend(["-object".into(), backend]);
+        if let (Some(img), Arch::X86_64) = (&self.nvme_image, self.arch) {
+            a.extend([
+                "-drive".into(),
+                format!("file={},if=none,id=nvm,format=raw", img.display()),
+                "-device".into(),
+                "nvme,serial=granule0,drive=nvm".into(),
+            ]);
+        }
+        if self.shared_group && self.arch == Arch::X86_64 {
+            a.extend(
+                [
+                    "-device",
+                    "pci-testdev,addr=06.0,multifunction=on",
+                    "-device",
+                    "virtio-rng-pci,addr=06.1",
+                ]
+                .map(String::from),
+            );
+        }
         a.extend([
             "-smp".into(),
             self.cpus.to_string(),
@@ -243,6 +298,11 @@ impl Bed {
         let log = dir.join(format!("{}-{}.log", self.arch.name(), self.label));
         let log_s = log.display().to_string();
         let _ = std::fs::remove_file(&log);
+        if let Some(f) = &self.ivshmem_file {
+            std::fs::File::create(f)
+                .and_then(|file| file.set_len(1 << 30))
+                .map_err(|e| BedError::Setup(format!("{}: {e}", f.display())))?;
+        }
         let qemu = self.arch.qemu();
         let mut cmd = Command::new(qemu);
         cmd.args(self.args(manifest, &log_s)?)
