@@ -1,9 +1,11 @@
 /* barpoke: writes a text into a PCI BAR through its sysfs resource file (mmap, the
  * only access sysfs offers for memory BARs), reads it back, and prints what it read;
- * or, with "touch", writes one byte per 4 KiB page of the whole BAR and prints how
- * long that took (the first touch through stage 2).
+ * or, with "touch", writes one byte per 4 KiB page of the BAR (or of its first BYTES)
+ * and prints how long that took (the first touch through stage 2); or, with "peek", prints the 32-bit
+ * value at an offset.
  * Built static into the guest initramfs granule boots in the x86 bed.
- * Usage: barpoke RESOURCE-FILE OFFSET TEXT | barpoke RESOURCE-FILE touch */
+ * Usage: barpoke RESOURCE-FILE OFFSET TEXT | barpoke RESOURCE-FILE touch [BYTES]
+ *        | barpoke RESOURCE-FILE peek OFFSET */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,14 +34,34 @@ static int touch(int fd, size_t size)
 
 int main(int argc, char **argv)
 {
-    if (argc == 3 && strcmp(argv[2], "touch") == 0) {
+    if ((argc == 3 || argc == 4) && strcmp(argv[2], "touch") == 0) {
         int fd = open(argv[1], O_RDWR | O_SYNC);
         struct stat st;
         if (fd < 0 || fstat(fd, &st) != 0) {
             perror(argv[1]);
             return 1;
         }
-        return touch(fd, (size_t)st.st_size);
+        size_t len = (size_t)st.st_size;
+        if (argc == 4 && strtoull(argv[3], NULL, 0) < len)
+            len = (size_t)strtoull(argv[3], NULL, 0);
+        return touch(fd, len);
+    }
+    if (argc == 4 && strcmp(argv[2], "peek") == 0) {
+        unsigned long long at = strtoull(argv[3], NULL, 0) & ~3ULL;
+        long pg = sysconf(_SC_PAGESIZE);
+        int fd = open(argv[1], O_RDWR | O_SYNC);
+        if (fd < 0) {
+            perror(argv[1]);
+            return 1;
+        }
+        unsigned long long base = at & ~(unsigned long long)(pg - 1);
+        volatile unsigned int *p = mmap(NULL, (size_t)pg, PROT_READ, MAP_SHARED, fd, (off_t)base);
+        if (p == MAP_FAILED) {
+            perror("mmap");
+            return 1;
+        }
+        printf("BARPEEK offset=0x%llx value=0x%08x\n", at, p[(at - base) / 4]);
+        return 0;
     }
     if (argc != 4) {
         fprintf(stderr, "usage: barpoke RESOURCE-FILE OFFSET TEXT | barpoke RESOURCE-FILE touch\n");

@@ -277,3 +277,53 @@ fn reprogramming_a_bar_through_config_space_moves_its_memslot() {
     assert!(!kvm_has_memory_at(l.running.fd(), bar, 2 * MIB, hva));
     assert_eq!(l.running.stop().unwrap(), vec![VcpuOutcome::Stopped]);
 }
+
+/// Device memory switched off (a passthrough device whose memory decoding the guest
+/// turned off) leaves KVM, moves with its window while off, and comes back in KVM at
+/// the new place when switched on.
+#[test]
+fn device_memory_switched_off_leaves_kvm_and_returns_where_its_window_is() {
+    if !common::kvm_available(
+        "device_memory_switched_off_leaves_kvm_and_returns_where_its_window_is",
+    ) {
+        return;
+    }
+    let kvm = common::kvm();
+    let mut l = spinning_vm(&kvm);
+    let dm = l.running.devices().clone();
+    let (bar, moved_to) = {
+        let mut res = dm.resources();
+        let a = res.mmio32.allocate_natural(2 * MIB).unwrap();
+        let b = res.mmio32.allocate_natural(2 * MIB).unwrap();
+        (a, b)
+    };
+    let memory =
+        Arc::new(AlignedMmap::new(Backing::Anon4k, 2 * MIB as usize, 2 * MIB as usize, 0).unwrap());
+    let hva = memory.as_ptr() as u64;
+    let slot = dm.map_memory(bar, 2 * MIB, hva, memory).unwrap();
+    let fd = l.running.fd();
+    assert!(kvm_has_memory_at(fd, bar, 2 * MIB, hva));
+    let switch = dm.window_switch();
+    switch(bar, 2 * MIB, false);
+    assert!(
+        !kvm_has_memory_at(fd, bar, 2 * MIB, hva),
+        "off: gone from KVM"
+    );
+    assert_eq!(dm.memslot_at(bar), Some(slot), "but still the device's");
+    dm.move_window(bar, 2 * MIB, moved_to).unwrap();
+    assert!(
+        !kvm_has_memory_at(fd, moved_to, 2 * MIB, hva),
+        "moved while off"
+    );
+    switch(moved_to, 2 * MIB, true);
+    assert!(
+        kvm_has_memory_at(fd, moved_to, 2 * MIB, hva),
+        "on again, at the new place"
+    );
+    assert!(!kvm_has_memory_at(fd, bar, 2 * MIB, hva));
+    // Off again, then removed: nothing left in KVM, and the id is free.
+    switch(moved_to, 2 * MIB, false);
+    dm.unmap_memory(moved_to).unwrap();
+    assert_eq!(dm.resources().memslots.allocate().unwrap(), slot);
+    assert_eq!(l.running.stop().unwrap(), vec![VcpuOutcome::Stopped]);
+}

@@ -239,11 +239,33 @@ impl Bed {
                 "-monitor",
                 "none",
                 "-no-reboot",
-                "-device",
-                "ivshmem-plain,memdev=shm",
             ]
             .map(String::from),
         );
+        a.extend(self.device_args());
+        a.extend([
+            "-smp".into(),
+            self.cpus.to_string(),
+            "-serial".into(),
+            format!("file:{log}"),
+            "-kernel".into(),
+            kernel,
+            "-initrd".into(),
+            initrd,
+        ]);
+        a.extend([
+            "-append".into(),
+            format!(
+                "{console} panic=-1 loglevel=4 granule.scenario={} {}",
+                self.scenario, self.cmdline
+            ),
+        ]);
+        Ok(a)
+    }
+
+    /// The bed's PCI devices: ivshmem always, NVMe and the shared-group slot on request.
+    fn device_args(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec!["-device".into(), "ivshmem-plain,memdev=shm".into()];
         let backend = match &self.ivshmem_file {
             Some(f) => format!(
                 "memory-backend-file,id=shm,size=1G,share=on,mem-path={}",
@@ -271,24 +293,7 @@ impl Bed {
                 .map(String::from),
             );
         }
-        a.extend([
-            "-smp".into(),
-            self.cpus.to_string(),
-            "-serial".into(),
-            format!("file:{log}"),
-            "-kernel".into(),
-            kernel,
-            "-initrd".into(),
-            initrd,
-        ]);
-        a.extend([
-            "-append".into(),
-            format!(
-                "{console} panic=-1 loglevel=4 granule.scenario={} {}",
-                self.scenario, self.cmdline
-            ),
-        ]);
-        Ok(a)
+        a
     }
 
     /// Boots the bed, runs the scenario, and returns once its END marker appears.

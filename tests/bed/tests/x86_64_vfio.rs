@@ -84,6 +84,10 @@ fn both_case(run: &BedRun, ivshmem: &str, backing: &std::path::Path, image: &std
         "{}",
         c.err
     );
+    // Before the guest turned memory decoding on, BAR 2 read all-ones (not mapped in,
+    // not a vCPU error).
+    let off = "GRANULE-GUEST: DECODING-OFF BARPEEK offset=0x0 value=0xffffffff";
+    assert!(c.out.contains(off), "no '{off}' in\n{}", c.out);
     // The guest wrote and read back each pattern, and the bytes are in the file behind
     // the device on this host.
     for off in [0u64, 0x2000_1000, 0x3fff_f000] {

@@ -184,9 +184,9 @@ pub struct RunArgs {
     )]
     pub cmdline: Option<String>,
     /// Pass a host PCI function through to the --kernel guest with VFIO:
-    /// vfio,path=/sys/bus/pci/devices/DDDD:BB:DD.F[,iommu=legacy|iommufd] or
-    /// vfio,DDDD:BB:DD.F. Repeat for several. Default IOMMU interface: iommufd where
-    /// the kernel offers it for the device, else the legacy container.
+    /// vfio,path=/sys/bus/pci/devices/DDDD:BB:DD.F[,iommu=legacy|iommufd][,misalign=SIZE
+    /// (debug)] or vfio,DDDD:BB:DD.F[,...]. Repeat for several. Default IOMMU interface:
+    /// iommufd where the kernel offers it for the device, else the legacy container.
     #[arg(long, value_name = "SPEC", requires = "kernel", value_parser = crate::vfio::parse_device)]
     pub device: Vec<crate::vfio::DeviceSpec>,
     /// Number of vCPUs (1 to KVM's maximum).

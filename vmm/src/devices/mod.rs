@@ -45,12 +45,18 @@ pub enum DeviceError {
     },
 }
 
+/// Called with a window's base and size and whether the device decodes it now.
+pub type WindowSwitch = Box<dyn Fn(u64, u64, bool) + Send + Sync>;
+
 /// Device memory the guest reaches without exits: a memslot over a host mapping (a
 /// passthrough BAR's mmap).
 struct Region {
     slot: u32,
     size: u64,
     hva: u64,
+    /// In KVM now; off while the device does not decode memory (the memslot is deleted
+    /// and accesses trap to the bus instead).
+    enabled: bool,
     /// The host mapping, kept until the memslot is gone.
     _keep: Arc<dyn Send + Sync>,
 }
@@ -234,6 +240,7 @@ impl DeviceManager {
                 slot,
                 size,
                 hva,
+                enabled: true,
                 _keep: keep,
             },
         );
@@ -245,10 +252,48 @@ impl DeviceManager {
     pub fn unmap_memory(&self, gpa: u64) -> Result<(), DeviceError> {
         let mut regions = lock(&self.regions);
         let r = regions.get(&gpa).ok_or(DeviceError::NoRegion(gpa))?;
-        self.set_slot(r.slot, gpa, 0, 0)?;
+        if r.enabled {
+            self.set_slot(r.slot, gpa, 0, 0)?;
+        }
         let r = regions.remove(&gpa).ok_or(DeviceError::NoRegion(gpa))?;
         self.resources().memslots.free(r.slot)?;
         Ok(())
+    }
+
+    /// Puts the device memory inside `[base, base + size)` into KVM (`on`) or takes it
+    /// out, so the guest's accesses trap to the bus. A passthrough BAR whose device has
+    /// memory decoding off must not stay mapped: VFIO fails host faults there, which
+    /// KVM would turn into a vCPU error instead of the all-ones a guest expects.
+    pub fn set_window_enabled(&self, base: u64, size: u64, on: bool) -> Result<(), DeviceError> {
+        let mut regions = lock(&self.regions);
+        let end = base
+            .checked_add(size)
+            .ok_or(DeviceError::Overflow { gpa: base, size })?;
+        for (gpa, r) in regions.range_mut(base..end) {
+            if r.enabled == on || *gpa + r.size > end {
+                continue;
+            }
+            let (len, hva) = if on { (r.size, r.hva) } else { (0, 0) };
+            self.set_slot(r.slot, *gpa, len, hva)?;
+            r.enabled = on;
+        }
+        Ok(())
+    }
+
+    /// The handler a passthrough function calls when its memory decoding turns on or
+    /// off, with each memory BAR's window. Holds the manager weakly.
+    pub fn window_switch(self: &Arc<Self>) -> WindowSwitch {
+        let dm = Arc::downgrade(self);
+        Box::new(move |base, size, on| {
+            if let Some(dm) = dm.upgrade() {
+                if let Err(e) = dm.set_window_enabled(base, size, on) {
+                    tracing::warn!(
+                        "device memory at {base:#x}: cannot turn it {}: {e}",
+                        if on { "on" } else { "off" }
+                    );
+                }
+            }
+        })
     }
 
     /// The memslot of the device memory at `gpa`, if any.
@@ -286,11 +331,18 @@ impl DeviceManager {
         let mut moved = Vec::new();
         for b in inside {
             let r = &regions[&b];
-            // KVM moves a memslot in place when only its guest address changes.
+            // KVM moves a memslot in place when only its guest address changes; a
+            // switched-off one is only moved in the map.
+            if !r.enabled {
+                moved.push(b);
+                continue;
+            }
             if let Err(e) = self.set_slot(r.slot, target(b), r.size, r.hva) {
                 for m in moved.into_iter().rev() {
                     let r: &Region = &regions[&m];
-                    let _ = self.set_slot(r.slot, m, r.size, r.hva);
+                    if r.enabled {
+                        let _ = self.set_slot(r.slot, m, r.size, r.hva);
+                    }
                 }
                 let _ = self.mmio.relocate_window(new_base, size, base);
                 return Err(e);

@@ -139,10 +139,13 @@ pub fn attach_all(vm: &Vm, specs: &[DeviceSpec]) -> Result<Attached, VfioError> 
             msix.as_ref(),
         )?;
         let vectors = msix.as_ref().map_or(0, |m| m.cap().vectors);
-        let function = PassthroughFunction::new(device, &placed.bars, msix, dm.bar_mover())
-            .map_err(|e| VfioError::Function {
-                bdf: spec.bdf.clone(),
-                why: e.to_string(),
+        let handlers = (dm.bar_mover(), dm.window_switch());
+        let function =
+            PassthroughFunction::new(device, &placed.bars, msix, handlers).map_err(|e| {
+                VfioError::Function {
+                    bdf: spec.bdf.clone(),
+                    why: e.to_string(),
+                }
             })?;
         let guest_slot = dm
             .pci()

@@ -264,28 +264,11 @@ fn place_one(
     } else {
         punch(mmap_areas(device, region, size), &holes)
     };
-    let mut areas = Vec::new();
-    if !regions.is_empty() {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(device.as_ref());
-        // Only BARs that could get a huge leaf are worth misaligning.
-        let off = if size > PAGE { misalign % size } else { 0 };
-        let map = BarMapping::new(fd, device.get_region_offset(region), size, &regions, off)
-            .map_err(|e| format!("mmap failed: {e}"))?;
-        let map = Arc::new(map);
-        for (off, n) in regions {
-            let hva = map.hva() + off;
-            let slot = dm
-                .map_memory(gpa + off, n, hva, map.clone())
-                .map_err(|e| e.to_string())?;
-            areas.push(BarArea {
-                slot,
-                gpa: gpa + off,
-                size: n,
-                hva,
-                host_pa: pa.saturating_add(off),
-            });
-        }
-    }
+    let areas = if regions.is_empty() {
+        Vec::new()
+    } else {
+        map_areas(device, dm, (region, size, gpa), &regions, (pa, misalign))?
+    };
     let (kind, prefetchable) = kind_name(kind);
     Ok(PlacedBar {
         index,
@@ -296,6 +279,38 @@ fn place_one(
         areas,
         predicted: Vec::new(),
     })
+}
+
+/// Maps `regions` (offset, size) of BAR `region` (`size` bytes at `gpa`, host-physical
+/// `pa`) from the device, each in a memslot of its own.
+fn map_areas(
+    device: &Arc<VfioDevice>,
+    dm: &DeviceManager,
+    (region, size, gpa): (u32, u64, u64),
+    regions: &[(u64, u64)],
+    (pa, misalign): (u64, u64),
+) -> Result<Vec<BarArea>, String> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(device.as_ref());
+    // Only BARs that could get a huge leaf are worth misaligning.
+    let off = if size > PAGE { misalign % size } else { 0 };
+    let map = BarMapping::new(fd, device.get_region_offset(region), size, regions, off)
+        .map_err(|e| format!("mmap failed: {e}"))?;
+    let map = Arc::new(map);
+    let mut areas = Vec::new();
+    for &(off, n) in regions {
+        let hva = map.hva() + off;
+        let slot = dm
+            .map_memory(gpa + off, n, hva, map.clone())
+            .map_err(|e| e.to_string())?;
+        areas.push(BarArea {
+            slot,
+            gpa: gpa + off,
+            size: n,
+            hva,
+            host_pa: pa.saturating_add(off),
+        });
+    }
+    Ok(areas)
 }
 
 #[cfg(test)]

@@ -6,12 +6,13 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use granule_devices::pci::{Bar, BarError, Bars, MoveHandler, PciDevice};
+use granule_devices::pci::{Bar, BarError, BarKind, Bars, MoveHandler, PciDevice};
 use vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
 use vfio_ioctls::VfioDevice;
 
 use super::caps::{CapChain, CAP_MSI, CAP_MSIX};
 use super::msix::Msix;
+use crate::devices::WindowSwitch;
 
 const COMMAND: u16 = 0x04;
 const COMMAND_IO: u16 = 1 << 0;
@@ -27,6 +28,11 @@ pub struct PassthroughFunction {
     line: Mutex<u8>,
     msix: Option<Arc<Msix>>,
     on_move: MoveHandler,
+    /// Takes a memory BAR's mapped areas out of the guest while the device does not
+    /// decode memory, and puts them back after.
+    switch: WindowSwitch,
+    /// Memory decoding as last applied.
+    decoding: Mutex<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -50,7 +56,7 @@ impl PassthroughFunction {
         device: Arc<VfioDevice>,
         bars: &[(usize, Bar)],
         msix: Option<Arc<Msix>>,
-        on_move: MoveHandler,
+        (on_move, switch): (MoveHandler, WindowSwitch),
     ) -> Result<Self, BarError> {
         let mut b = Bars::default();
         for (index, bar) in bars {
@@ -62,14 +68,40 @@ impl PassthroughFunction {
             &[CAP_MSI, CAP_MSIX]
         };
         let caps = CapChain::new(|o| config_u8(&device, o), hide);
-        Ok(Self {
+        let f = Self {
             device,
             bars: Mutex::new(b),
             caps,
             line: Mutex::new(0),
             msix,
             on_move,
-        })
+            switch,
+            decoding: Mutex::new(true),
+        };
+        // The BARs were mapped on; follow what the device decodes now.
+        let cmd = f.device_dword(COMMAND) as u16;
+        f.follow_decoding(cmd & COMMAND_MEMORY != 0);
+        Ok(f)
+    }
+
+    /// Switches every memory BAR's mapping to `on` if that changed.
+    fn follow_decoding(&self, on: bool) {
+        let mut d = lock(&self.decoding);
+        if *d == on {
+            return;
+        }
+        *d = on;
+        let windows: Vec<(u64, u64)> = {
+            let bars = lock(&self.bars);
+            (0..6)
+                .filter_map(|i| bars.get(i))
+                .filter(|(bar, _)| bar.kind != BarKind::Io)
+                .map(|(bar, at)| (at, bar.size))
+                .collect()
+        };
+        for (at, size) in windows {
+            (self.switch)(at, size, on);
+        }
     }
 
     fn device_dword(&self, offset: u16) -> u32 {
@@ -149,6 +181,7 @@ impl PciDevice for PassthroughFunction {
             for m in &moves {
                 (self.on_move)(m);
             }
+            self.follow_decoding(cmd & COMMAND_MEMORY != 0);
         }
     }
 }

@@ -62,6 +62,21 @@ fn bdf_of_path(path: &str) -> Option<String> {
     is_bdf(&last).then_some(last)
 }
 
+/// The device a `path=` or `bdf=` value names: its address and sysfs directory.
+fn target_of(key: &str, value: &str) -> Result<(String, PathBuf), String> {
+    if key == "path" {
+        let bdf = bdf_of_path(value)
+            .ok_or_else(|| format!("path '{value}' does not end in a PCI address DDDD:BB:DD.F"))?;
+        return Ok((bdf, PathBuf::from(value)));
+    }
+    let bdf = value.to_ascii_lowercase();
+    if !is_bdf(&bdf) {
+        return Err(format!("'{value}' is not a PCI address DDDD:BB:DD.F"));
+    }
+    let sysfs = PathBuf::from("/sys/bus/pci/devices").join(&bdf);
+    Ok((bdf, sysfs))
+}
+
 pub fn parse_device(spec: &str) -> Result<DeviceSpec, String> {
     let bad = |why: String| format!("invalid device '{spec}': {why}; {FORM}");
     let mut parts = spec.split(',');
@@ -93,21 +108,7 @@ pub fn parse_device(spec: &str) -> Result<DeviceSpec, String> {
                 if target.is_some() {
                     return Err(bad("the device is named twice".into()));
                 }
-                target = Some(if key == "path" {
-                    let bdf = bdf_of_path(value).ok_or_else(|| {
-                        bad(format!(
-                            "path '{value}' does not end in a PCI address DDDD:BB:DD.F"
-                        ))
-                    })?;
-                    (bdf, PathBuf::from(value))
-                } else {
-                    let bdf = value.to_ascii_lowercase();
-                    if !is_bdf(&bdf) {
-                        return Err(bad(format!("'{value}' is not a PCI address DDDD:BB:DD.F")));
-                    }
-                    let sysfs = PathBuf::from("/sys/bus/pci/devices").join(&bdf);
-                    (bdf, sysfs)
-                });
+                target = Some(target_of(key, value).map_err(bad)?);
             }
             "iommu" => {
                 if iommu.is_some() {
@@ -123,15 +124,16 @@ pub fn parse_device(spec: &str) -> Result<DeviceSpec, String> {
                 if misalign.is_some() {
                     return Err(bad("'misalign' is given twice".into()));
                 }
-                let n = crate::units::parse_size(value)
-                    .ok()
-                    .filter(|n| n % 4096 == 0 && *n < 1 << 30)
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "misalign '{value}' is not a multiple of 4K below 1G"
-                        ))
-                    })?;
-                misalign = Some(n);
+                misalign = Some(
+                    crate::units::parse_size(value)
+                        .ok()
+                        .filter(|n| n % 4096 == 0 && *n < 1 << 30)
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "misalign '{value}' is not a multiple of 4K below 1G"
+                            ))
+                        })?,
+                );
             }
             _ => return Err(bad(format!("unknown key '{key}'"))),
         }
