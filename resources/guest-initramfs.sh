@@ -27,6 +27,12 @@ for m in common/nvme-auth host/nvme-core host/nvme; do
     [ -f "$ndir/$m.ko.xz" ] || die "$ndir/$m.ko.xz is missing: the guest needs the NVMe driver"
     xz -dc "$ndir/$m.ko.xz" > "$stage/initrd/lib/modules/$(basename "$m").ko"
 done
+# The AHCI driver and SCSI disks, for a passed-through SATA controller (MSI).
+adir=$(echo "$(dirname "$bz")"/lib/modules/*/kernel/drivers)
+for m in scsi/scsi_common scsi/scsi_mod scsi/sd_mod ata/libata ata/libahci ata/ahci; do
+    [ -f "$adir/$m.ko.xz" ] || die "$adir/$m.ko.xz is missing: the guest needs the AHCI driver"
+    xz -dc "$adir/$m.ko.xz" > "$stage/initrd/lib/modules/$(basename "$m").ko"
+done
 cp "$RESOURCES_DIR/guest/init" "$stage/initrd/init"
 # barpoke writes a passed-through BAR through its sysfs resource file.
 gcc -static -O2 -Wall -Werror -o "$stage/initrd/bin/barpoke" "$RESOURCES_DIR/guest/barpoke.c"

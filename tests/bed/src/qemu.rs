@@ -102,6 +102,9 @@ pub struct Bed {
     /// A raw image file on this host behind an emulated NVMe controller (x86), which
     /// the bed binds to vfio-pci.
     pub nvme_image: Option<PathBuf>,
+    /// A raw image behind a disk on a second AHCI controller at 00:07.0 (x86; its
+    /// interrupts are MSI).
+    pub ahci_image: Option<PathBuf>,
 }
 
 /// A finished run: the serial log and the scenario's exit status.
@@ -149,7 +152,14 @@ impl Bed {
             ivshmem_file: None,
             shared_group: false,
             nvme_image: None,
+            ahci_image: None,
         }
+    }
+
+    /// Adds an AHCI controller at 00:07.0 with a disk backed by the raw image `path` (x86).
+    pub fn ahci_image(mut self, path: PathBuf) -> Self {
+        self.ahci_image = Some(path);
+        self
     }
 
     /// Adds an NVMe controller backed by the raw image `path` (x86).
@@ -280,6 +290,16 @@ impl Bed {
                 format!("file={},if=none,id=nvm,format=raw", img.display()),
                 "-device".into(),
                 "nvme,serial=granule0,drive=nvm".into(),
+            ]);
+        }
+        if let (Some(img), Arch::X86_64) = (&self.ahci_image, self.arch) {
+            a.extend([
+                "-drive".into(),
+                format!("file={},if=none,id=sata,format=raw", img.display()),
+                "-device".into(),
+                "ich9-ahci,id=ahci1,addr=07.0".into(),
+                "-device".into(),
+                "ide-hd,drive=sata,bus=ahci1.0".into(),
             ]);
         }
         if self.shared_group && self.arch == Arch::X86_64 {

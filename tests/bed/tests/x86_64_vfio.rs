@@ -46,6 +46,18 @@ fn read_at(file: &std::path::Path, offset: u64, len: usize) -> String {
 
 /// What the test writes into the NVMe image before the bed starts.
 const NVME_PATTERN: &str = "GRANULE-NVME-IMAGE-PATTERN";
+/// And into the AHCI disk's image.
+const AHCI_PATTERN: &str = "GRANULE-AHCI-IMAGE-PATTERN";
+
+/// A 16 MiB raw image starting with `text`.
+fn image_with(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).expect("image");
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("image size");
+}
 
 fn both_case(run: &BedRun, ivshmem: &str, backing: &std::path::Path, image: &std::path::Path) {
     let c = case(run, "both");
@@ -117,6 +129,26 @@ fn both_case(run: &BedRun, ivshmem: &str, backing: &std::path::Path, image: &std
     );
     let written = "GRANULE-NVME-WRITTEN-BY-GUEST";
     assert_eq!(read_at(image, 4096, written.len()), written);
+    // The AHCI controller: MSI (one vector), the disk's first block read by the guest's
+    // driver, its interrupt counted.
+    let a = &j["passthrough"][2];
+    assert!(a["msi_vectors"].as_u64().unwrap_or(0) >= 1, "{a}");
+    let read = format!("GRANULE-GUEST: AHCI-READ {AHCI_PATTERN}");
+    assert!(c.out.contains(&read), "no '{read}' in\n{}", c.out);
+    let irq = c
+        .out
+        .lines()
+        .find(|l| l.contains("AHCI-IRQ"))
+        .unwrap_or_else(|| panic!("no ahci interrupt line\n{}", c.out));
+    let count: u64 = irq
+        .split_whitespace()
+        .nth(3)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        count > 0 && irq.contains("MSI") && !irq.contains("MSIX"),
+        "{irq}"
+    );
 }
 
 fn error_cases(run: &BedRun, ivshmem: &str) {
@@ -197,18 +229,16 @@ fn x86_vfio_passthrough_ivshmem_and_errors() {
     std::fs::create_dir_all(&dir).expect("bed-logs");
     let backing = dir.join("x86_64-ivshmem.mem");
     let image = dir.join("x86_64-nvme.img");
-    std::fs::write(&image, NVME_PATTERN).expect("NVMe image");
-    std::fs::File::options()
-        .write(true)
-        .open(&image)
-        .and_then(|f| f.set_len(16 << 20))
-        .expect("NVMe image size");
+    image_with(&image, NVME_PATTERN);
+    let disk = dir.join("x86_64-ahci.img");
+    image_with(&disk, AHCI_PATTERN);
     let run = Bed::new(Arch::X86_64, "passthrough")
         .initrd("X86_64_BOOT_INITRD")
         .tcg(TcgThreads::Single)
         .cpus(1)
         .ivshmem_file(backing.clone())
         .nvme_image(image.clone())
+        .ahci_image(disk.clone())
         .shared_group()
         .timeout(std::time::Duration::from_secs(900))
         .run(&m)
@@ -223,4 +253,5 @@ fn x86_vfio_passthrough_ivshmem_and_errors() {
     error_cases(&run, &ivshmem);
     let _ = std::fs::remove_file(&backing);
     let _ = std::fs::remove_file(&image);
+    let _ = std::fs::remove_file(&disk);
 }

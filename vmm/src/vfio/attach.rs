@@ -8,15 +8,13 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::bars::{place_bars, PlacedBar};
-use super::caps::{find as find_cap, CAP_MSIX};
-use super::function::{config_bytes, PassthroughFunction};
+use super::function::PassthroughFunction;
+use super::interrupts;
 use super::iommu::DmaSpace;
-use super::msix::{Msix, MsixCap};
-use super::preflight::{check_memlock, Host};
+use super::preflight::{check_memlock, Checked, Host};
 use super::spec::{DeviceSpec, IommuApi};
 use super::VfioError;
 use crate::vm::Vm;
-use vfio_ioctls::VfioDevice;
 
 /// A device as passed through, for the summary and `--json`.
 #[derive(Debug, Clone, Serialize)]
@@ -30,6 +28,8 @@ pub struct Passthrough {
     pub guest_slot: u8,
     /// MSI-X vectors offered to the guest (0: none).
     pub msix_vectors: u16,
+    /// MSI vectors the guest may enable (0: no MSI).
+    pub msi_vectors: usize,
     pub bars: Vec<PlacedBar>,
 }
 
@@ -52,47 +52,56 @@ fn host_bar_addresses(bdf: &str) -> Vec<(usize, u64)> {
         .unwrap_or_default()
 }
 
-/// MSI-X emulation for `device`, when it has the capability and the VM routes GSIs:
-/// a GSI per vector from the VM's allocator.
-fn msix_for(bdf: &str, device: &Arc<VfioDevice>, vm: &Vm) -> Result<Option<Arc<Msix>>, VfioError> {
-    let byte = |o: u16| {
-        let mut b = [0u8];
-        config_bytes(device, o, &mut b);
-        b[0]
+/// Opens `spec`'s device into `space`, places its BARs, sets up its interrupts and puts
+/// it on the guest's PCI bus.
+fn attach_one(
+    vm: &Vm,
+    space: &mut DmaSpace,
+    spec: &DeviceSpec,
+    c: Checked,
+) -> Result<Passthrough, VfioError> {
+    let device = Arc::new(space.open(&spec.bdf, &spec.sysfs)?);
+    space.map_ram(vm.ram())?;
+    device.reset();
+    let dm = vm.devices();
+    let fail = |e: String| VfioError::Function {
+        bdf: spec.bdf.clone(),
+        why: e,
     };
-    let Some(at) = find_cap(byte, CAP_MSIX) else {
-        return Ok(None);
-    };
-    let Some(routes) = vm.devices().irq_routes() else {
-        return Ok(None);
-    };
-    let mut dw = [0u32; 3];
-    for (i, d) in dw.iter_mut().enumerate() {
-        let mut b = [0u8; 4];
-        config_bytes(device, at + 4 * i as u16, &mut b);
-        *d = u32::from_le_bytes(b);
-    }
-    let cap = MsixCap::parse(at, dw);
-    let fail = |why: String| VfioError::Function {
-        bdf: bdf.to_string(),
-        why,
-    };
-    let gsis = {
-        let mut r = vm.devices().resources();
-        (0..cap.vectors)
-            .map(|_| r.gsis.allocate())
-            .collect::<Result<Vec<u32>, _>>()
-            .map_err(|e| fail(format!("{} MSI-X vectors: {e}", cap.vectors)))?
-    };
-    let m = Msix::new(
-        cap,
-        device.clone(),
-        vm.devices().vm().clone(),
-        routes,
-        &gsis,
-    )
-    .map_err(|e| fail(format!("MSI-X eventfds: {e}")))?;
-    Ok(Some(Arc::new(m)))
+    let host_pa = host_bar_addresses(&spec.bdf);
+    let (msi, msix) = interrupts::emulation(&spec.bdf, &device, vm)?;
+    let placed = place_bars(
+        &spec.bdf,
+        &device,
+        dm,
+        &host_pa,
+        spec.misalign,
+        msix.as_ref(),
+    )?;
+    let msix_vectors = msix.as_ref().map_or(0, |m| m.cap().vectors);
+    let msi_vectors = msi.as_ref().map_or(0, |m| m.layout().vectors());
+    let handlers = (dm.bar_mover(), dm.window_switch());
+    let function = PassthroughFunction::new(device, &placed.bars, (msi, msix), handlers)
+        .map_err(|e| fail(e.to_string()))?;
+    let guest_slot = dm
+        .pci()
+        .add(Arc::new(function))
+        .map_err(|e| fail(e.to_string()))?;
+    tracing::info!(
+        "passing {} through on {} (guest 00:{guest_slot:02x}.0)",
+        spec.bdf,
+        c.api.name()
+    );
+    Ok(Passthrough {
+        bdf: spec.bdf.clone(),
+        iommu: c.api,
+        iommu_reason: c.api_reason,
+        group: c.group,
+        guest_slot,
+        msix_vectors,
+        msi_vectors,
+        bars: placed.report,
+    })
 }
 
 pub fn attach_all(vm: &Vm, specs: &[DeviceSpec]) -> Result<Attached, VfioError> {
@@ -123,51 +132,8 @@ pub fn attach_all(vm: &Vm, specs: &[DeviceSpec]) -> Result<Attached, VfioError> 
                 attached.spaces.len() - 1
             }
         };
-        let space = &mut attached.spaces[at];
-        let device = Arc::new(space.open(&spec.bdf, &spec.sysfs)?);
-        space.map_ram(vm.ram())?;
-        device.reset();
-        let dm = vm.devices();
-        let host_pa = host_bar_addresses(&spec.bdf);
-        let msix = msix_for(&spec.bdf, &device, vm)?;
-        let placed = place_bars(
-            &spec.bdf,
-            &device,
-            dm,
-            &host_pa,
-            spec.misalign,
-            msix.as_ref(),
-        )?;
-        let vectors = msix.as_ref().map_or(0, |m| m.cap().vectors);
-        let handlers = (dm.bar_mover(), dm.window_switch());
-        let function =
-            PassthroughFunction::new(device, &placed.bars, msix, handlers).map_err(|e| {
-                VfioError::Function {
-                    bdf: spec.bdf.clone(),
-                    why: e.to_string(),
-                }
-            })?;
-        let guest_slot = dm
-            .pci()
-            .add(Arc::new(function))
-            .map_err(|e| VfioError::Function {
-                bdf: spec.bdf.clone(),
-                why: e.to_string(),
-            })?;
-        tracing::info!(
-            "passing {} through on {} (guest 00:{guest_slot:02x}.0)",
-            spec.bdf,
-            c.api.name()
-        );
-        attached.devices.push(Passthrough {
-            bdf: spec.bdf.clone(),
-            iommu: c.api,
-            iommu_reason: c.api_reason,
-            group: c.group,
-            guest_slot,
-            msix_vectors: vectors,
-            bars: placed.report,
-        });
+        let device = attach_one(vm, &mut attached.spaces[at], spec, c)?;
+        attached.devices.push(device);
     }
     Ok(attached)
 }

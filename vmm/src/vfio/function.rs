@@ -1,8 +1,9 @@
 //! A passed-through PCI function as the guest's configuration space sees it: the
 //! device's own registers (vfio-pci already virtualizes what a user must not touch),
 //! except what the VMM owns: the BARs (placed by granule, moved with their memslots),
-//! the expansion ROM (not offered), the interrupt pin (no INTx routing), MSI-X's
-//! message control (emulated, [`super::msix`]) and MSI (unlinked: not routed yet).
+//! the expansion ROM (not offered), the interrupt pin (no INTx routing), and the MSI
+//! and MSI-X capabilities (emulated, [`super::msi`], [`super::msix`]; unlinked from
+//! the capability list when the VM cannot route them).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -11,6 +12,7 @@ use vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
 use vfio_ioctls::VfioDevice;
 
 use super::caps::{CapChain, CAP_MSI, CAP_MSIX};
+use super::msi::Msi;
 use super::msix::Msix;
 use crate::devices::WindowSwitch;
 
@@ -26,6 +28,7 @@ pub struct PassthroughFunction {
     caps: CapChain,
     /// The interrupt line register: the guest's scratch byte.
     line: Mutex<u8>,
+    msi: Option<Arc<Msi>>,
     msix: Option<Arc<Msix>>,
     on_move: MoveHandler,
     /// Takes a memory BAR's mapped areas out of the guest while the device does not
@@ -55,24 +58,27 @@ impl PassthroughFunction {
     pub fn new(
         device: Arc<VfioDevice>,
         bars: &[(usize, Bar)],
-        msix: Option<Arc<Msix>>,
+        (msi, msix): (Option<Arc<Msi>>, Option<Arc<Msix>>),
         (on_move, switch): (MoveHandler, WindowSwitch),
     ) -> Result<Self, BarError> {
         let mut b = Bars::default();
         for (index, bar) in bars {
             b.add(*index, *bar)?;
         }
-        let hide: &[u8] = if msix.is_some() {
-            &[CAP_MSI]
-        } else {
-            &[CAP_MSI, CAP_MSIX]
-        };
-        let caps = CapChain::new(|o| config_u8(&device, o), hide);
+        let mut hide = Vec::new();
+        if msi.is_none() {
+            hide.push(CAP_MSI);
+        }
+        if msix.is_none() {
+            hide.push(CAP_MSIX);
+        }
+        let caps = CapChain::new(|o| config_u8(&device, o), &hide);
         let f = Self {
             device,
             bars: Mutex::new(b),
             caps,
             line: Mutex::new(0),
+            msi,
             msix,
             on_move,
             switch,
@@ -128,6 +134,18 @@ impl PciDevice for PassthroughFunction {
                 if let Some(m) = self.msix.as_ref().filter(|m| m.cap().at == offset) {
                     v = (v & 0xffff) | (u32::from(m.control()) << 16);
                 }
+                if let Some(m) = &self.msi {
+                    let at = m.layout().at;
+                    if offset >= at && usize::from(offset - at) < m.layout().len() {
+                        let own = m.read(usize::from(offset - at));
+                        // The ID and next pointer stay the (patched) device's.
+                        v = if offset == at {
+                            (v & 0xffff) | (own & !0xffff)
+                        } else {
+                            own
+                        };
+                    }
+                }
                 v
             }
         }
@@ -156,6 +174,16 @@ impl PciDevice for PassthroughFunction {
         }
         if offset == INTERRUPT_LINE + 1 {
             return;
+        }
+        if let Some(m) = &self.msi {
+            let at = m.layout().at;
+            let len = m.layout().len() as u16;
+            if offset < at + len && offset + data.len() as u16 > at {
+                let skip = usize::from(at.saturating_sub(offset));
+                let from = offset.max(at) - at;
+                m.write(usize::from(from), &data[skip..]);
+                return;
+            }
         }
         if let Some(m) = &self.msix {
             let at = m.cap().at;

@@ -9,13 +9,16 @@ pub mod attach;
 pub mod bars;
 mod caps;
 mod function;
+mod interrupts;
 pub mod iommu;
 pub mod leaves;
+mod msi;
 mod msix;
 pub mod preflight;
 pub mod region_map;
 pub mod spec;
 pub mod sysfs;
+mod vectors;
 
 use thiserror::Error;
 

@@ -1,17 +1,15 @@
 //! MSI-X of a passed-through function. The guest programs vectors in a table inside a
-//! BAR; the table is trapped (never mmapped) and emulated here. Each vector has a GSI
-//! of its own, an MSI route to where the guest pointed it, and an eventfd that VFIO
-//! signals when the device fires the vector and that KVM injects through an irqfd, so
-//! an interrupt never passes through granule. A masked vector (or a masked or disabled
-//! function) has its irqfd removed: the eventfd keeps counting, and KVM delivers the
-//! pending interrupt as soon as the irqfd is back.
+//! BAR; the table is trapped (never mmapped) and emulated here, and the vectors'
+//! host side (GSIs, routes, irqfds, VFIO's eventfds) is a [`VectorSet`]. A masked
+//! vector, or a masked or disabled function, is inactive.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kvm_ioctls::VmFd;
+use vfio_bindings::bindings::vfio::VFIO_PCI_MSIX_IRQ_INDEX;
 use vfio_ioctls::VfioDevice;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::vectors::{Message, VectorSet};
 use crate::devices::irq_routes::GsiRoutes;
 
 const CONTROL_ENABLE: u16 = 1 << 15;
@@ -56,31 +54,24 @@ impl MsixCap {
     }
 }
 
-struct Vector {
+/// A table entry as the guest wrote it.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
     address: u64,
     data: u32,
     control: u32,
-    gsi: u32,
-    event: EventFd,
-    /// The irqfd is registered (the vector is live).
-    live: bool,
 }
 
 struct State {
     enabled: bool,
     masked: bool,
-    vectors: Vec<Vector>,
-    /// VFIO has the eventfds (MSI-X enabled on the device).
-    armed: bool,
+    entries: Vec<Entry>,
+    set: VectorSet,
 }
 
 pub struct Msix {
     cap: MsixCap,
-    device: Arc<VfioDevice>,
-    vm: Arc<VmFd>,
-    routes: Arc<GsiRoutes>,
     state: Mutex<State>,
-    warned: std::sync::atomic::AtomicBool,
 }
 
 impl Msix {
@@ -88,35 +79,26 @@ impl Msix {
     pub fn new(
         cap: MsixCap,
         device: Arc<VfioDevice>,
-        vm: Arc<VmFd>,
-        routes: Arc<GsiRoutes>,
-        gsis: &[u32],
+        kvm: (Arc<VmFd>, Arc<GsiRoutes>),
+        gsis: Vec<u32>,
     ) -> std::io::Result<Self> {
-        let vectors = gsis
-            .iter()
-            .map(|&gsi| {
-                Ok(Vector {
-                    address: 0,
-                    data: 0,
-                    control: VECTOR_MASKED,
-                    gsi,
-                    event: EventFd::new(EFD_NONBLOCK)?,
-                    live: false,
-                })
-            })
-            .collect::<std::io::Result<Vec<_>>>()?;
+        let entries = vec![
+            Entry {
+                address: 0,
+                data: 0,
+                control: VECTOR_MASKED,
+            };
+            gsis.len()
+        ];
+        let set = VectorSet::new((VFIO_PCI_MSIX_IRQ_INDEX, "MSI-X"), device, kvm, gsis)?;
         Ok(Self {
             cap,
-            device,
-            vm,
-            routes,
             state: Mutex::new(State {
                 enabled: false,
                 masked: false,
-                vectors,
-                armed: false,
+                entries,
+                set,
             }),
-            warned: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -140,7 +122,7 @@ impl Msix {
         let mut s = self.lock();
         s.enabled = value & CONTROL_ENABLE != 0;
         s.masked = value & CONTROL_MASK != 0;
-        self.sync(&mut s);
+        Self::sync(&mut s);
     }
 
     /// A read of the table at `offset` (4 or 8 bytes, aligned).
@@ -150,7 +132,7 @@ impl Msix {
         for k in 0..data.len().div_ceil(4) as u64 {
             let off = offset + 4 * k;
             let v =
-                s.vectors
+                s.entries
                     .get((off / ENTRY_SIZE) as usize)
                     .map_or(0, |v| match off % ENTRY_SIZE {
                         0 => v.address as u32,
@@ -172,7 +154,7 @@ impl Msix {
             b[..chunk.len()].copy_from_slice(chunk);
             let value = u32::from_le_bytes(b);
             let off = offset + 4 * k as u64;
-            let Some(v) = s.vectors.get_mut((off / ENTRY_SIZE) as usize) else {
+            let Some(v) = s.entries.get_mut((off / ENTRY_SIZE) as usize) else {
                 continue;
             };
             match off % ENTRY_SIZE {
@@ -182,55 +164,23 @@ impl Msix {
                 _ => v.control = value & VECTOR_MASKED,
             }
         }
-        self.sync(&mut s);
+        Self::sync(&mut s);
     }
 
-    /// Brings VFIO, the routes and the irqfds in line with the guest's settings.
-    fn sync(&self, s: &mut State) {
-        if s.enabled && !s.armed {
-            let fds: Vec<&EventFd> = s.vectors.iter().map(|v| &v.event).collect();
-            match self.device.enable_msix(fds) {
-                Ok(()) => s.armed = true,
-                Err(e) => self.warn(format!("cannot enable MSI-X on the device: {e}")),
-            }
-        }
-        for i in 0..s.vectors.len() {
-            let want = s.enabled && !s.masked && s.vectors[i].control & VECTOR_MASKED == 0;
-            let v = &mut s.vectors[i];
-            if want {
-                // The route follows the table even while the vector is live.
-                if let Err(e) = self.routes.set_msi(v.gsi, Some((v.address, v.data))) {
-                    self.warn(e.to_string());
-                    continue;
-                }
-                if !v.live {
-                    match self.vm.register_irqfd(&v.event, v.gsi) {
-                        Ok(()) => v.live = true,
-                        Err(e) => self.warn(format!("KVM_IRQFD for GSI {}: {e}", v.gsi)),
-                    }
-                }
-            } else if v.live {
-                match self.vm.unregister_irqfd(&v.event, v.gsi) {
-                    Ok(()) => v.live = false,
-                    Err(e) => self.warn(format!("removing the irqfd of GSI {}: {e}", v.gsi)),
-                }
-            }
-        }
-        if !s.enabled && s.armed {
-            if let Err(e) = self.device.disable_msix() {
-                self.warn(format!("cannot disable MSI-X on the device: {e}"));
-            }
-            s.armed = false;
-        }
-    }
-
-    /// The guest drives these changes: warn once, then at debug level.
-    fn warn(&self, msg: String) {
-        if self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            tracing::debug!("MSI-X: {msg}");
-        } else {
-            tracing::warn!("MSI-X: {msg}");
-        }
+    /// All vectors are armed on the device while MSI-X is enabled; each is live while
+    /// neither it nor the function is masked.
+    fn sync(s: &mut State) {
+        let messages: Vec<Message> = s
+            .entries
+            .iter()
+            .map(|e| Message {
+                address: e.address,
+                data: e.data,
+                active: s.enabled && !s.masked && e.control & VECTOR_MASKED == 0,
+            })
+            .collect();
+        let count = if s.enabled { s.set.len() } else { 0 };
+        s.set.sync(count, &messages);
     }
 }
 
