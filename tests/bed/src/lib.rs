@@ -12,5 +12,5 @@ mod qemu;
 mod stress;
 
 pub use manifest::{bed_available, Manifest};
-pub use qemu::{Arch, Bed, BedError, BedRun, TcgThreads};
+pub use qemu::{Arch, Bed, BedError, BedRun, Case, TcgThreads};
 pub use stress::{logs_dir, stress_results};

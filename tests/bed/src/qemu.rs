@@ -390,7 +390,38 @@ impl Bed {
     }
 }
 
+/// One case of a scenario that runs granule several times: its exit code, stdout and
+/// stderr, and its JSON summary when it wrote one (the scenario's `show` markers).
+#[derive(Debug)]
+pub struct Case {
+    pub rc: i32,
+    pub out: String,
+    pub err: String,
+    pub json: Option<serde_json::Value>,
+}
+
 impl BedRun {
+    /// Case `name`: "CASE name rc=N" and its TEXT and JSON sections. Panics (with the
+    /// log's tail) when the scenario did not print it: the case never ran.
+    pub fn case(&self, name: &str) -> Case {
+        let rc = self
+            .markers("CASE")
+            .iter()
+            .find_map(|m| m.strip_prefix(&format!("{name} rc=")).map(str::to_owned))
+            .and_then(|v| v.split_whitespace().next().and_then(|rc| rc.parse().ok()))
+            .unwrap_or_else(|| panic!("no result for case {name}\n{}", self.tail()));
+        let section = |s: &str| {
+            self.section(&format!("{name}.{s}"))
+                .unwrap_or_else(|| panic!("no {s} for case {name}\n{}", self.tail()))
+        };
+        Case {
+            rc,
+            out: section("out"),
+            err: section("err"),
+            json: self.json(name),
+        }
+    }
+
     /// The JSON document the scenario printed between JSON-BEGIN/END markers.
     pub fn json(&self, name: &str) -> Option<serde_json::Value> {
         let begin = format!("GRANULE-BED: JSON-BEGIN {name}\n");

@@ -182,22 +182,13 @@ struct BootCase {
 }
 
 fn boot_case(run: &granule_bed::BedRun, name: &str) -> BootCase {
-    let rc = run
-        .markers("CASE")
-        .iter()
-        .find_map(|m| m.strip_prefix(&format!("{name} rc=")).map(str::to_owned))
-        .and_then(|v| v.split_whitespace().next().and_then(|rc| rc.parse().ok()))
-        .unwrap_or_else(|| panic!("no result for case {name}\n{}", run.tail()));
-    let section = |s: &str| {
-        run.section(&format!("{name}.{s}"))
-            .unwrap_or_else(|| panic!("no {s} for case {name}\n{}", run.tail()))
-    };
+    let c = run.case(name);
     BootCase {
-        rc,
-        out: section("out"),
-        err: section("err"),
-        json: run
-            .json(name)
+        rc: c.rc,
+        out: c.out,
+        err: c.err,
+        json: c
+            .json
             .unwrap_or_else(|| panic!("no JSON for case {name}\n{}", run.tail())),
     }
 }

@@ -6,35 +6,9 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use granule_bed::{bed_available, Arch, Bed, BedRun, TcgThreads};
+use granule_bed::{bed_available, Arch, Bed, BedRun, Case, TcgThreads};
 
 const G: u64 = 1 << 30;
-
-struct Case {
-    rc: i32,
-    out: String,
-    err: String,
-    json: Option<serde_json::Value>,
-}
-
-fn case(run: &BedRun, name: &str) -> Case {
-    let rc = run
-        .markers("CASE")
-        .iter()
-        .find_map(|m| m.strip_prefix(&format!("{name} rc=")).map(str::to_owned))
-        .and_then(|v| v.split_whitespace().next().and_then(|rc| rc.parse().ok()))
-        .unwrap_or_else(|| panic!("no result for case {name}\n{}", run.tail()));
-    let section = |s: &str| {
-        run.section(&format!("{name}.{s}"))
-            .unwrap_or_else(|| panic!("no {s} for case {name}\n{}", run.tail()))
-    };
-    Case {
-        rc,
-        out: section("out"),
-        err: section("err"),
-        json: run.json(name),
-    }
-}
 
 /// `len` bytes at `offset` of `file`.
 fn read_at(file: &Path, offset: u64, len: usize) -> String {
@@ -62,7 +36,7 @@ fn image_with(path: &Path, text: &str) {
 
 /// The case with all three devices in one guest.
 fn three_devices_case(run: &BedRun, ivshmem: &str, backing: &Path, image: &Path) {
-    let c = case(run, "three");
+    let c = run.case("three");
     assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
     let j = c.json.as_ref().expect("three JSON");
     ivshmem_checks(&c, j, ivshmem, backing);
@@ -166,14 +140,14 @@ fn ahci_checks(c: &Case, a: &serde_json::Value) {
 
 fn error_cases(run: &BedRun, ivshmem: &str) {
     let expect = |name: &str, rc: i32, says: &[&str]| {
-        let c = case(run, name);
+        let c = run.case(name);
         assert_eq!(c.rc, rc, "{name}: {}", c.err);
         for s in says {
             assert!(c.err.contains(s), "{name}: no '{s}' in\n{}", c.err);
         }
     };
     expect("in-use", 1, &[&format!("PCI device {ivshmem} is in use")]);
-    let holder = case(run, "holder");
+    let holder = run.case("holder");
     assert_eq!(holder.rc, 0, "the first VM ran on: {}", holder.err);
     expect("twice", 2, &[&format!("names PCI device {ivshmem} twice")]);
     expect("missing", 1, &["no PCI device 0000:00:1e.7", "lspci"]);
@@ -211,7 +185,7 @@ fn error_cases(run: &BedRun, ivshmem: &str) {
     // The bed kernel (Debian 6.12) is built without iommufd: asking for it is an error
     // that says so; where a kernel has it, the same case boots through it.
     let iommufd = run.markers("IOMMUFD");
-    let c = case(run, "iommufd");
+    let c = run.case("iommufd");
     if iommufd == ["no"] {
         assert_eq!(c.rc, 1, "{}", c.err);
         assert!(

@@ -1,0 +1,16 @@
+# Shared by the scenarios that run granule case by case (sourced, not a scenario:
+# not executable). show NAME RC prints a case between the markers tests/bed parses
+# (BedRun::case): its exit code, /tmp/NAME.out and .err, and /tmp/NAME.json if written.
+show() { # name rc
+    echo "GRANULE-BED: CASE $1 rc=$2"
+    for f in out err; do
+        echo "GRANULE-BED: TEXT-BEGIN $1.$f"
+        cat "/tmp/$1.$f"
+        echo "GRANULE-BED: TEXT-END $1.$f"
+    done
+    if [ -s "/tmp/$1.json" ]; then
+        echo "GRANULE-BED: JSON-BEGIN $1"
+        cat "/tmp/$1.json"
+        echo "GRANULE-BED: JSON-END $1"
+    fi
+}
