@@ -327,3 +327,37 @@ fn device_memory_switched_off_leaves_kvm_and_returns_where_its_window_is() {
     assert_eq!(dm.resources().memslots.allocate().unwrap(), slot);
     assert_eq!(l.running.stop().unwrap(), vec![VcpuOutcome::Stopped]);
 }
+
+/// The VM's GSI routing table as KVM takes it: the irqchip's default routes plus MSI
+/// routes, with an irqfd on an MSI GSI and a resampling irqfd on a PCI INTx input
+/// (what passthrough registers), changed and removed again.
+#[test]
+fn kvm_takes_the_routing_table_with_msi_routes_and_intx_irqfds() {
+    if !common::kvm_available("kvm_takes_the_routing_table_with_msi_routes_and_intx_irqfds") {
+        return;
+    }
+    use granule_vmm::memory::GuestRam;
+    use vmm_sys_util::eventfd::EventFd;
+    let kvm = common::kvm();
+    let zones = [ZoneConfig::new(64 * MIB, Backing::Anon4k)];
+    let ram = GuestRam::new(&zones, granule_arch::address_map::X86_64.ram_holes, 0).unwrap();
+    let mut vm = granule_vmm::vm::Vm::new(&kvm, ram).unwrap();
+    assert!(vm.devices().irq_routes().is_none(), "no irqchip, no table");
+    vm.create_irqchip().unwrap();
+    let routes = vm.devices().irq_routes().expect("a table with the irqchip");
+    let gsi = vm.devices().resources().gsis.allocate().unwrap();
+    routes.set_msi(gsi, Some((0xfee0_0000, 0x4041))).unwrap();
+    let msi = EventFd::new(0).unwrap();
+    vm.fd().register_irqfd(&msi, gsi).unwrap();
+    // The guest re-aims the vector while it is live.
+    routes.set_msi(gsi, Some((0xfee0_1000, 0x4042))).unwrap();
+    vm.fd().unregister_irqfd(&msi, gsi).unwrap();
+    routes.set_msi(gsi, None).unwrap();
+    // A level-triggered INTx input keeps its I/O APIC route: a resampling irqfd on it.
+    let (trigger, resample) = (EventFd::new(0).unwrap(), EventFd::new(0).unwrap());
+    let intx = granule_arch::x86_64::boot::acpi_pci::intx_gsi(1, 0);
+    vm.fd()
+        .register_irqfd_with_resample(&trigger, &resample, intx)
+        .unwrap();
+    trigger.write(1).unwrap();
+}

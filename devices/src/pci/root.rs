@@ -45,13 +45,16 @@ impl PciRoot {
         Ok(())
     }
 
+    /// The lowest free slot, if any (a device's interrupt routing depends on its slot,
+    /// so it may need to be known before the device is made).
+    pub fn free_slot(&self) -> Option<u8> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        (0..32u8).find(|s| !slots.contains_key(s))
+    }
+
     /// Puts `device` in the lowest free slot and returns it.
     pub fn add(&self, device: Arc<dyn PciDevice>) -> Result<u8, PciRootError> {
-        let free = {
-            let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
-            (0..32u8).find(|s| !slots.contains_key(s))
-        };
-        let slot = free.ok_or(PciRootError::Full)?;
+        let slot = self.free_slot().ok_or(PciRootError::Full)?;
         self.insert(slot, device).map(|()| slot)
     }
 

@@ -30,6 +30,8 @@ pub struct Passthrough {
     pub msix_vectors: u16,
     /// MSI vectors the guest may enable (0: no MSI).
     pub msi_vectors: usize,
+    /// The I/O APIC input of the function's INTx pin, where it has one.
+    pub intx_gsi: Option<u32>,
     pub bars: Vec<PlacedBar>,
 }
 
@@ -69,24 +71,29 @@ fn attach_one(
         why: e,
     };
     let host_pa = host_bar_addresses(&spec.bdf);
-    let (msi, msix) = interrupts::emulation(&spec.bdf, &device, vm)?;
+    let slot = dm
+        .pci()
+        .free_slot()
+        .ok_or_else(|| fail("the guest's PCI bus 0 is full".into()))?;
+    let irqs = interrupts::emulation(&spec.bdf, &device, vm, slot)?;
     let placed = place_bars(
         &spec.bdf,
         &device,
         dm,
         &host_pa,
         spec.misalign,
-        msix.as_ref(),
+        irqs.msix.as_ref(),
     )?;
-    let msix_vectors = msix.as_ref().map_or(0, |m| m.cap().vectors);
-    let msi_vectors = msi.as_ref().map_or(0, |m| m.layout().vectors());
+    let msix_vectors = irqs.msix.as_ref().map_or(0, |m| m.cap().vectors);
+    let msi_vectors = irqs.msi.as_ref().map_or(0, |m| m.layout().vectors());
+    let intx_gsi = irqs.intx.as_ref().map(|i| i.gsi());
     let handlers = (dm.bar_mover(), dm.window_switch());
-    let function = PassthroughFunction::new(device, &placed.bars, (msi, msix), handlers)
+    let function = PassthroughFunction::new(device, &placed.bars, irqs, handlers)
         .map_err(|e| fail(e.to_string()))?;
-    let guest_slot = dm
-        .pci()
-        .add(Arc::new(function))
+    dm.pci()
+        .insert(slot, Arc::new(function))
         .map_err(|e| fail(e.to_string()))?;
+    let guest_slot = slot;
     tracing::info!(
         "passing {} through on {} (guest 00:{guest_slot:02x}.0)",
         spec.bdf,
@@ -100,6 +107,7 @@ fn attach_one(
         guest_slot,
         msix_vectors,
         msi_vectors,
+        intx_gsi,
         bars: placed.report,
     })
 }

@@ -1,9 +1,10 @@
 //! A passed-through PCI function as the guest's configuration space sees it: the
 //! device's own registers (vfio-pci already virtualizes what a user must not touch),
 //! except what the VMM owns: the BARs (placed by granule, moved with their memslots),
-//! the expansion ROM (not offered), the interrupt pin (no INTx routing), and the MSI
-//! and MSI-X capabilities (emulated, [`super::msi`], [`super::msix`]; unlinked from
-//! the capability list when the VM cannot route them).
+//! the expansion ROM (not offered), the interrupt pin (the device's where INTx is
+//! routed, [`super::intx`]), and the MSI and MSI-X capabilities (emulated,
+//! [`super::msi`], [`super::msix`]; unlinked from the capability list when the VM
+//! cannot route them).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -12,6 +13,7 @@ use vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
 use vfio_ioctls::VfioDevice;
 
 use super::caps::{CapChain, CAP_MSI, CAP_MSIX};
+use super::interrupts::Irqs;
 use super::msi::Msi;
 use super::msix::Msix;
 use crate::devices::WindowSwitch;
@@ -30,6 +32,8 @@ pub struct PassthroughFunction {
     line: Mutex<u8>,
     msi: Option<Arc<Msi>>,
     msix: Option<Arc<Msix>>,
+    /// The INTx pin the guest sees (1 = INTA; 0: none).
+    pin: u8,
     on_move: MoveHandler,
     /// Takes a memory BAR's mapped areas out of the guest while the device does not
     /// decode memory, and puts them back after.
@@ -58,13 +62,15 @@ impl PassthroughFunction {
     pub fn new(
         device: Arc<VfioDevice>,
         bars: &[(usize, Bar)],
-        (msi, msix): (Option<Arc<Msi>>, Option<Arc<Msix>>),
+        irqs: Irqs,
         (on_move, switch): (MoveHandler, WindowSwitch),
     ) -> Result<Self, BarError> {
         let mut b = Bars::default();
         for (index, bar) in bars {
             b.add(*index, *bar)?;
         }
+        let Irqs { msi, msix, intx } = irqs;
+        let pin = intx.as_ref().map_or(0, |i| i.pin());
         let mut hide = Vec::new();
         if msi.is_none() {
             hide.push(CAP_MSI);
@@ -80,6 +86,7 @@ impl PassthroughFunction {
             line: Mutex::new(0),
             msi,
             msix,
+            pin,
             on_move,
             switch,
             decoding: Mutex::new(true),
@@ -124,10 +131,10 @@ impl PciDevice for PassthroughFunction {
         }
         match offset {
             ROM => 0,
-            // Line as the guest wrote it; pin 0: no INTx.
+            // Line as the guest wrote it; the pin where INTx is routed, else 0.
             INTERRUPT_LINE => {
                 let v = self.device_dword(offset);
-                (v & 0xffff_0000) | u32::from(*lock(&self.line))
+                (v & 0xffff_0000) | (u32::from(self.pin) << 8) | u32::from(*lock(&self.line))
             }
             _ => {
                 let mut v = self.caps.patch_read(offset, self.device_dword(offset));

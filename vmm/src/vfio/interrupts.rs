@@ -1,17 +1,23 @@
-//! Which message-signalled interrupts a passed-through function gets: MSI and MSI-X
-//! emulation where the device has the capability and the VM routes GSIs (an in-kernel
-//! irqchip), with a GSI per vector from the VM's allocator.
+//! Which interrupts a passed-through function gets: INTx on the I/O APIC input its
+//! slot's pin is routed to, MSI and MSI-X emulation where the device has the capability
+//! (a GSI per vector from the VM's allocator); all only where the VM routes GSIs (an
+//! in-kernel irqchip).
 
 use std::sync::Arc;
 
+use granule_arch::x86_64::boot::acpi_pci::intx_gsi;
+use vfio_bindings::bindings::vfio::VFIO_PCI_INTX_IRQ_INDEX;
 use vfio_ioctls::VfioDevice;
 
 use super::caps::{find as find_cap, CAP_MSI, CAP_MSIX};
 use super::function::config_bytes;
+use super::intx::Intx;
 use super::msi::{Msi, MsiLayout};
 use super::msix::{Msix, MsixCap};
 use super::VfioError;
 use crate::vm::Vm;
+
+const INTERRUPT_PIN: u16 = 0x3d;
 
 fn byte(device: &VfioDevice, at: u16) -> u8 {
     let mut b = [0u8];
@@ -37,28 +43,51 @@ fn gsis(vm: &Vm, n: usize, bdf: &str, what: &str) -> Result<Vec<u32>, VfioError>
         })
 }
 
-/// The MSI and MSI-X emulation for `device` (None where it lacks the capability or the
-/// VM cannot route GSIs).
-#[allow(clippy::type_complexity)]
+/// A function's interrupts as the guest gets them.
+#[derive(Default)]
+pub struct Irqs {
+    pub msi: Option<Arc<Msi>>,
+    pub msix: Option<Arc<Msix>>,
+    pub intx: Option<Arc<Intx>>,
+}
+
+/// INTx for `device` in guest slot `slot`, when it has a pin and VFIO offers it.
+fn intx(device: &Arc<VfioDevice>, vm: &Vm, slot: u8) -> std::io::Result<Option<Arc<Intx>>> {
+    let pin = byte(device, INTERRUPT_PIN);
+    let offered = device
+        .get_irq_info(VFIO_PCI_INTX_IRQ_INDEX)
+        .is_some_and(|i| i.count == 1);
+    if !(1..=4).contains(&pin) || !offered {
+        return Ok(None);
+    }
+    let gsi = intx_gsi(slot, pin - 1);
+    Intx::new(device.clone(), vm.devices().vm(), pin, gsi).map(|i| Some(Arc::new(i)))
+}
+
+/// The interrupts of `device` in guest slot `slot`: INTx, MSI and MSI-X where the
+/// device has them and the VM routes GSIs (an in-kernel irqchip).
 pub fn emulation(
     bdf: &str,
     device: &Arc<VfioDevice>,
     vm: &Vm,
-) -> Result<(Option<Arc<Msi>>, Option<Arc<Msix>>), VfioError> {
+    slot: u8,
+) -> Result<Irqs, VfioError> {
     let Some(routes) = vm.devices().irq_routes() else {
-        return Ok((None, None));
+        return Ok(Irqs::default());
     };
     let kvm = || (vm.devices().vm().clone(), routes.clone());
     let fail = |what: &str, e: std::io::Error| VfioError::Function {
         bdf: bdf.to_string(),
-        why: format!("{what} eventfds: {e}"),
+        why: format!("{what}: {e}"),
     };
+    let intx = intx(device, vm, slot).map_err(|e| fail("INTx", e))?;
+    let dev = || (device.clone(), intx.clone());
     let msi = match find_cap(|o| byte(device, o), CAP_MSI) {
         Some(at) => {
             let control = (dword(device, at) >> 16) as u16;
             let layout = MsiLayout { at, control };
             let g = gsis(vm, layout.vectors(), bdf, "MSI")?;
-            let m = Msi::new(layout, device.clone(), kvm(), g).map_err(|e| fail("MSI", e))?;
+            let m = Msi::new(layout, dev(), kvm(), g).map_err(|e| fail("MSI eventfds", e))?;
             Some(Arc::new(m))
         }
         None => None,
@@ -67,10 +96,10 @@ pub fn emulation(
         Some(at) => {
             let cap = MsixCap::parse(at, [0, 4, 8].map(|o| dword(device, at + o)));
             let g = gsis(vm, usize::from(cap.vectors), bdf, "MSI-X")?;
-            let m = Msix::new(cap, device.clone(), kvm(), g).map_err(|e| fail("MSI-X", e))?;
+            let m = Msix::new(cap, dev(), kvm(), g).map_err(|e| fail("MSI-X eventfds", e))?;
             Some(Arc::new(m))
         }
         None => None,
     };
-    Ok((msi, msix))
+    Ok(Irqs { msi, msix, intx })
 }

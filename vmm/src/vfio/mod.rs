@@ -10,6 +10,7 @@ pub mod bars;
 mod caps;
 mod function;
 mod interrupts;
+mod intx;
 pub mod iommu;
 pub mod leaves;
 mod msi;

@@ -9,6 +9,7 @@ use kvm_ioctls::VmFd;
 use vfio_bindings::bindings::vfio::VFIO_PCI_MSI_IRQ_INDEX;
 use vfio_ioctls::VfioDevice;
 
+use super::intx::Intx;
 use super::vectors::{Message, VectorSet};
 use crate::devices::irq_routes::GsiRoutes;
 
@@ -122,7 +123,7 @@ impl Msi {
     /// MSI for the capability `layout` with one GSI per capable vector from `gsis`.
     pub fn new(
         layout: MsiLayout,
-        device: Arc<VfioDevice>,
+        device: (Arc<VfioDevice>, Option<Arc<Intx>>),
         kvm: (Arc<VmFd>, Arc<GsiRoutes>),
         gsis: Vec<u32>,
     ) -> std::io::Result<Self> {

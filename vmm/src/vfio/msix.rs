@@ -9,6 +9,7 @@ use kvm_ioctls::VmFd;
 use vfio_bindings::bindings::vfio::VFIO_PCI_MSIX_IRQ_INDEX;
 use vfio_ioctls::VfioDevice;
 
+use super::intx::Intx;
 use super::vectors::{Message, VectorSet};
 use crate::devices::irq_routes::GsiRoutes;
 
@@ -78,7 +79,7 @@ impl Msix {
     /// MSI-X for `cap` with one GSI per vector from `gsis`.
     pub fn new(
         cap: MsixCap,
-        device: Arc<VfioDevice>,
+        device: (Arc<VfioDevice>, Option<Arc<Intx>>),
         kvm: (Arc<VmFd>, Arc<GsiRoutes>),
         gsis: Vec<u32>,
     ) -> std::io::Result<Self> {

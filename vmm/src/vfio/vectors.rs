@@ -11,6 +11,7 @@ use kvm_ioctls::VmFd;
 use vfio_ioctls::VfioDevice;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::intx::Intx;
 use crate::devices::irq_routes::GsiRoutes;
 
 /// One vector as the guest programmed it.
@@ -34,6 +35,8 @@ pub struct VectorSet {
     live: Vec<bool>,
     /// How many vectors VFIO has now (0: the interrupt type is off on the device).
     armed: usize,
+    /// The function's INTx, which VFIO must not have while these vectors are on.
+    intx: Option<Arc<Intx>>,
     warned: AtomicBool,
 }
 
@@ -41,7 +44,7 @@ impl VectorSet {
     /// Vectors on `gsis` for VFIO interrupt `index` (`what` names it in warnings).
     pub fn new(
         (index, what): (u32, &'static str),
-        device: Arc<VfioDevice>,
+        (device, intx): (Arc<VfioDevice>, Option<Arc<Intx>>),
         (vm, routes): (Arc<VmFd>, Arc<GsiRoutes>),
         gsis: Vec<u32>,
     ) -> std::io::Result<Self> {
@@ -59,6 +62,7 @@ impl VectorSet {
             gsis,
             events,
             armed: 0,
+            intx,
             warned: AtomicBool::new(false),
         })
     }
@@ -77,8 +81,14 @@ impl VectorSet {
                     self.warn(format!("cannot disable {} on the device: {e}", self.what));
                 }
                 self.armed = 0;
+                if let Some(i) = &self.intx {
+                    i.resume();
+                }
             }
             if count > 0 {
+                if let Some(i) = &self.intx {
+                    i.suspend();
+                }
                 let fds: Vec<&EventFd> = self.events[..count].iter().collect();
                 match self.device.enable_irq(self.index, fds) {
                     Ok(()) => self.armed = count,
