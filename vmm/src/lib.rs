@@ -21,3 +21,4 @@ pub mod units;
 pub mod vcpu;
 pub mod vfio;
 pub mod vm;
+pub mod warn_once;

@@ -220,6 +220,17 @@ impl Bars {
         moves
     }
 
+    /// A guest write of 1, 2 or 4 bytes at header offset `offset`, inside one BAR
+    /// register: narrow writes merge into the register's current value. Returns the
+    /// move it makes (None also when `offset` is not a BAR register).
+    pub fn write_bytes(&mut self, offset: u16, data: &[u8]) -> Option<BarMove> {
+        let (reg, byte) = Self::register_at(offset)?;
+        let mut v = self.read(reg).to_le_bytes();
+        let end = (byte + data.len()).min(4);
+        v[byte..end].copy_from_slice(&data[..end - byte]);
+        self.write(reg, u32::from_le_bytes(v))
+    }
+
     /// Whether byte `offset` of the header is a BAR register: (register, byte in it).
     pub fn register_at(offset: u16) -> Option<(usize, usize)> {
         let rel = offset.checked_sub(BAR0)?;

@@ -67,13 +67,7 @@ impl PciDevice for PciFunction {
         let moves = {
             let mut s = self.lock();
             match Bars::register_at(offset) {
-                Some((r, byte)) => {
-                    // Narrow writes merge into the register's current value.
-                    let mut v = s.bars.read(r).to_le_bytes();
-                    let end = (byte + data.len()).min(4);
-                    v[byte..end].copy_from_slice(&data[..end - byte]);
-                    s.bars.write(r, u32::from_le_bytes(v)).into_iter().collect()
-                }
+                Some(_) => s.bars.write_bytes(offset, data).into_iter().collect(),
                 None => {
                     s.config.write(offset, data);
                     let end = u32::from(offset) + data.len() as u32;

@@ -149,7 +149,7 @@ impl DeviceManager {
         let dm = Arc::downgrade(self);
         // The guest chooses BAR addresses: warn once per function, then only at debug
         // level, so a guest cannot flood the log.
-        let warned = std::sync::atomic::AtomicBool::new(false);
+        let warned = crate::warn_once::WarnOnce::default();
         Box::new(move |m: &BarMove| {
             let Some(dm) = dm.upgrade() else {
                 return;
@@ -170,11 +170,7 @@ impl DeviceManager {
                     "BAR {} of a PCI function cannot move to {:#x}: {e}",
                     m.index, m.to
                 );
-                if warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    tracing::debug!("{msg}");
-                } else {
-                    tracing::warn!("{msg}");
-                }
+                warned.warn(msg);
             }
         })
     }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use vfio_bindings::bindings::vfio::VFIO_REGION_INFO_FLAG_MMAP;
 use vfio_ioctls::{VfioDevice, VfioRegionInfoCap};
 
-use super::function::config_bytes;
+use super::function::config_u32;
 use super::msix::Msix;
 use super::region_map::BarMapping;
 use super::VfioError;
@@ -165,9 +165,7 @@ pub fn place_bars(
     };
     let mut index = 0;
     while index < 6 {
-        let mut reg = [0u8; 4];
-        config_bytes(device, 0x10 + 4 * index as u16, &mut reg);
-        let kind = bar_kind(u32::from_le_bytes(reg));
+        let kind = bar_kind(config_u32(device, 0x10 + 4 * index as u16));
         let this = index;
         index += if matches!(kind, BarKind::Mem64 { .. }) {
             2

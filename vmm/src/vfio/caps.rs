@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use super::msi::MsiLayout;
+
 /// Capability IDs.
 pub const CAP_MSI: u8 = 0x05;
 pub const CAP_MSIX: u8 = 0x11;
@@ -24,28 +26,27 @@ pub struct CapChain {
     hidden: Vec<(u8, u8)>,
 }
 
-/// Bytes of an MSI capability with message control `ctrl`.
-fn msi_len(ctrl: u16) -> u8 {
-    let wide = ctrl & (1 << 7) != 0;
-    let masking = ctrl & (1 << 8) != 0;
-    10 + if wide { 4 } else { 0 } + if masking { 10 } else { 0 }
+/// The device's capabilities in list order: (offset, ID). A list that loops or runs
+/// past what fits ends where it would repeat.
+fn walk(byte: &impl Fn(u16) -> u8) -> Vec<(u8, u8)> {
+    let mut caps: Vec<(u8, u8)> = Vec::new();
+    if byte(STATUS) & STATUS_CAP_LIST == 0 {
+        return caps;
+    }
+    let mut at = byte(CAP_POINTER) & !3;
+    while at >= 0x40 && caps.len() < MAX_CAPS && !caps.iter().any(|c| c.0 == at) {
+        caps.push((at, byte(u16::from(at))));
+        at = byte(u16::from(at) + 1) & !3;
+    }
+    caps
 }
 
 /// The offset of the first capability with `id` in the device's list.
 pub fn find(byte: impl Fn(u16) -> u8, id: u8) -> Option<u16> {
-    if byte(STATUS) & STATUS_CAP_LIST == 0 {
-        return None;
-    }
-    let mut at = byte(CAP_POINTER) & !3;
-    let mut seen = Vec::new();
-    while at >= 0x40 && seen.len() < MAX_CAPS && !seen.contains(&at) {
-        if byte(u16::from(at)) == id {
-            return Some(u16::from(at));
-        }
-        seen.push(at);
-        at = byte(u16::from(at) + 1) & !3;
-    }
-    None
+    walk(&byte)
+        .into_iter()
+        .find(|c| c.1 == id)
+        .map(|c| u16::from(c.0))
 }
 
 impl CapChain {
@@ -53,29 +54,22 @@ impl CapChain {
     /// hides every capability whose ID is in `hide`.
     pub fn new(byte: impl Fn(u16) -> u8, hide: &[u8]) -> Self {
         let mut chain = Self::default();
-        if byte(STATUS) & STATUS_CAP_LIST == 0 {
-            return chain;
-        }
         let mut visible = Vec::new();
-        let mut at = byte(CAP_POINTER) & !3;
-        let mut seen = Vec::new();
-        while at >= 0x40 && seen.len() < MAX_CAPS && !seen.contains(&at) {
-            seen.push(at);
-            let id = byte(u16::from(at));
-            if hide.contains(&id) {
-                let len = match id {
-                    CAP_MSI => msi_len(u16::from_le_bytes([
-                        byte(u16::from(at) + 2),
-                        byte(u16::from(at) + 3),
-                    ])),
-                    CAP_MSIX => 12,
-                    _ => 2,
-                };
-                chain.hidden.push((at, len));
-            } else {
+        for (at, id) in walk(&byte) {
+            if !hide.contains(&id) {
                 visible.push(at);
+                continue;
             }
-            at = byte(u16::from(at) + 1) & !3;
+            let len = match id {
+                CAP_MSI => {
+                    let at = u16::from(at);
+                    let control = u16::from_le_bytes([byte(at + 2), byte(at + 3)]);
+                    MsiLayout { at, control }.len() as u8
+                }
+                CAP_MSIX => 12,
+                _ => 2,
+            };
+            chain.hidden.push((at, len));
         }
         chain.first = visible.first().copied().unwrap_or(0);
         for (i, &c) in visible.iter().enumerate() {

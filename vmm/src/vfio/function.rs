@@ -51,10 +51,16 @@ pub fn config_bytes(device: &VfioDevice, offset: u16, buf: &mut [u8]) {
     device.region_read(VFIO_PCI_CONFIG_REGION_INDEX, buf, u64::from(offset));
 }
 
-fn config_u8(device: &VfioDevice, offset: u16) -> u8 {
+pub fn config_u8(device: &VfioDevice, offset: u16) -> u8 {
     let mut b = [0u8];
     config_bytes(device, offset, &mut b);
     b[0]
+}
+
+pub fn config_u32(device: &VfioDevice, offset: u16) -> u32 {
+    let mut b = [0u8; 4];
+    config_bytes(device, offset, &mut b);
+    u32::from_le_bytes(b)
 }
 
 impl PassthroughFunction {
@@ -118,9 +124,7 @@ impl PassthroughFunction {
     }
 
     fn device_dword(&self, offset: u16) -> u32 {
-        let mut b = [0u8; 4];
-        config_bytes(&self.device, offset, &mut b);
-        u32::from_le_bytes(b)
+        config_u32(&self.device, offset)
     }
 }
 
@@ -159,14 +163,8 @@ impl PciDevice for PassthroughFunction {
     }
 
     fn config_write(&self, offset: u16, data: &[u8]) {
-        if let Some((r, byte)) = Bars::register_at(offset) {
-            let moved = {
-                let mut bars = lock(&self.bars);
-                let mut v = bars.read(r).to_le_bytes();
-                let end = (byte + data.len()).min(4);
-                v[byte..end].copy_from_slice(&data[..end - byte]);
-                bars.write(r, u32::from_le_bytes(v))
-            };
+        if Bars::register_at(offset).is_some() {
+            let moved = lock(&self.bars).write_bytes(offset, data);
             if let Some(m) = moved {
                 (self.on_move)(&m);
             }

@@ -10,7 +10,7 @@ use vfio_bindings::bindings::vfio::VFIO_PCI_INTX_IRQ_INDEX;
 use vfio_ioctls::VfioDevice;
 
 use super::caps::{find as find_cap, CAP_MSI, CAP_MSIX};
-use super::function::config_bytes;
+use super::function::{config_u32 as dword, config_u8 as byte};
 use super::intx::Intx;
 use super::msi::{Msi, MsiLayout};
 use super::msix::{Msix, MsixCap};
@@ -18,18 +18,6 @@ use super::VfioError;
 use crate::vm::Vm;
 
 const INTERRUPT_PIN: u16 = 0x3d;
-
-fn byte(device: &VfioDevice, at: u16) -> u8 {
-    let mut b = [0u8];
-    config_bytes(device, at, &mut b);
-    b[0]
-}
-
-fn dword(device: &VfioDevice, at: u16) -> u32 {
-    let mut b = [0u8; 4];
-    config_bytes(device, at, &mut b);
-    u32::from_le_bytes(b)
-}
 
 /// `n` GSIs from the VM's allocator.
 fn gsis(vm: &Vm, n: usize, bdf: &str, what: &str) -> Result<Vec<u32>, VfioError> {

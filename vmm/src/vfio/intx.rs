@@ -6,10 +6,11 @@
 //! VFIO cannot have INTx and MSI/MSI-X at once: the vector sets suspend INTx while the
 //! guest has message-signalled interrupts on.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VmFd;
+
+use crate::warn_once::WarnOnce;
 use vfio_bindings::bindings::vfio::VFIO_PCI_INTX_IRQ_INDEX;
 use vfio_ioctls::VfioDevice;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -23,7 +24,7 @@ pub struct Intx {
     resample: EventFd,
     /// VFIO has the eventfds.
     armed: Mutex<bool>,
-    warned: AtomicBool,
+    warned: WarnOnce,
 }
 
 impl Intx {
@@ -40,7 +41,7 @@ impl Intx {
             trigger,
             resample,
             armed: Mutex::new(false),
-            warned: AtomicBool::new(false),
+            warned: WarnOnce::default(),
         };
         intx.resume();
         Ok(intx)
@@ -59,7 +60,7 @@ impl Intx {
         let mut armed = self.armed.lock().unwrap_or_else(|p| p.into_inner());
         if *armed {
             if let Err(e) = self.device.disable_irq(VFIO_PCI_INTX_IRQ_INDEX) {
-                self.warn(format!("cannot disable INTx: {e}"));
+                self.warned.warn(format!("cannot disable INTx: {e}"));
             }
             *armed = false;
         }
@@ -80,16 +81,7 @@ impl Intx {
             });
         match r {
             Ok(()) => *armed = true,
-            Err(e) => self.warn(format!("cannot enable INTx: {e}")),
-        }
-    }
-
-    /// The guest drives these changes: warn once, then at debug level.
-    fn warn(&self, msg: String) {
-        if self.warned.swap(true, Ordering::Relaxed) {
-            tracing::debug!("{msg}");
-        } else {
-            tracing::warn!("{msg}");
+            Err(e) => self.warned.warn(format!("cannot enable INTx: {e}")),
         }
     }
 }

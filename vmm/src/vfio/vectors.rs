@@ -4,7 +4,6 @@
 //! so KVM injects it without granule. An inactive (masked) vector loses its irqfd: the
 //! eventfd keeps counting, and KVM delivers what is pending when the irqfd is back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use kvm_ioctls::VmFd;
@@ -13,6 +12,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::intx::Intx;
 use crate::devices::irq_routes::GsiRoutes;
+use crate::warn_once::WarnOnce;
 
 /// One vector as the guest programmed it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub struct VectorSet {
     armed: usize,
     /// The function's INTx, which VFIO must not have while these vectors are on.
     intx: Option<Arc<Intx>>,
-    warned: AtomicBool,
+    warned: WarnOnce,
 }
 
 impl VectorSet {
@@ -63,7 +63,7 @@ impl VectorSet {
             events,
             armed: 0,
             intx,
-            warned: AtomicBool::new(false),
+            warned: WarnOnce::default(),
         })
     }
 
@@ -120,12 +120,8 @@ impl VectorSet {
         }
     }
 
-    /// The guest drives these changes: warn once, then at debug level.
+    /// The guest drives these changes: once at warn level, then at debug level.
     fn warn(&self, msg: String) {
-        if self.warned.swap(true, Ordering::Relaxed) {
-            tracing::debug!("{}: {msg}", self.what);
-        } else {
-            tracing::warn!("{}: {msg}", self.what);
-        }
+        self.warned.warn(format_args!("{}: {msg}", self.what));
     }
 }
