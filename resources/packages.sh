@@ -5,7 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 want=(qemu-system-x86 qemu-system-arm qemu-user-static busybox-static kmod cpio xz-utils zstd
-      gcc-aarch64-linux-gnu libc6-dev-arm64-cross python3 gcc libc6-dev)
+      gcc-aarch64-linux-gnu libc6-dev-arm64-cross python3 gcc libc6-dev device-tree-compiler)
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -130,6 +130,16 @@ pub const AARCH64: AddressMap = AddressMap {
             base: 0x3f00_0000,
             size: 0x100_0000,
         },
+        FixedRegion {
+            name: "boot timer",
+            base: 0x0901_0000,
+            size: 0x1000,
+        },
+        FixedRegion {
+            name: "pvpanic",
+            base: 0x0902_0000,
+            size: 0x1000,
+        },
     ],
 };
 

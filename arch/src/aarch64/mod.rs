@@ -9,6 +9,7 @@
 //! on the guest's stage-1 sizes, and blocks keep the tables tiny.
 
 pub mod asm;
+pub mod boot;
 pub mod layout;
 pub mod paging;
 pub mod programs;
