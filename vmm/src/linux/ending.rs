@@ -103,6 +103,10 @@ impl EndJudge {
     pub fn vcpu_ended(&mut self, vcpu: usize, outcome: VcpuOutcome, now: Instant) -> Option<End> {
         match outcome {
             VcpuOutcome::Stopped => None,
+            VcpuOutcome::PowerOff => Some(self.panic_end(now).unwrap_or(End::PowerOff)),
+            VcpuOutcome::Reset => Some(self.panic_end(now).unwrap_or(End::Reboot {
+                via: "PSCI SYSTEM_RESET".into(),
+            })),
             // A triple fault is how a panicking kernel without a reset path stops.
             VcpuOutcome::Shutdown { .. } => {
                 self.panic_end(now).or(Some(End::Crashed { vcpu, outcome }))

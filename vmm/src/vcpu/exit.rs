@@ -30,6 +30,9 @@ pub enum Exit<'a> {
     Report(u32),
     Halted,
     Shutdown,
+    /// The guest asked the VMM to power off or reset the machine (arm64's PSCI
+    /// SYSTEM_OFF and SYSTEM_RESET, which KVM handles up to this exit).
+    System(SystemEvent),
     FailEntry(u64),
     InternalError(u32),
     /// KVM_RUN failed with this errno (EFAULT is a store to read-only memory).
@@ -51,10 +54,30 @@ pub(super) enum Raw {
     Report(u32),
     Halted,
     Shutdown,
+    System(SystemEvent),
     FailEntry(u64),
     InternalError,
     RunFailed(i32),
     Unhandled(String),
+}
+
+/// What a KVM_EXIT_SYSTEM_EVENT asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemEvent {
+    PowerOff,
+    Reset,
+}
+
+impl SystemEvent {
+    /// The event of a KVM_SYSTEM_EVENT_* type; None for the ones granule does not act
+    /// on (crash, wakeup, suspend).
+    fn from_kvm(kind: u32) -> Option<Self> {
+        match kind {
+            kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => Some(Self::PowerOff),
+            kvm_bindings::KVM_SYSTEM_EVENT_RESET => Some(Self::Reset),
+            _ => None,
+        }
+    }
 }
 
 fn access(bus: BusKind, write: bool, addr: u64, data: &[u8]) -> Raw {
@@ -108,6 +131,10 @@ pub(super) fn classify(exit: VcpuExit<'_>, reports: bool) -> Raw {
         VcpuExit::FailEntry(reason, _cpu) => Raw::FailEntry(reason),
         VcpuExit::InternalError => Raw::InternalError,
         VcpuExit::Intr => Raw::Again,
+        VcpuExit::SystemEvent(kind, data) => match SystemEvent::from_kvm(kind) {
+            Some(event) => Raw::System(event),
+            None => Raw::Unhandled(format!("system event {kind} {data:x?}")),
+        },
         other => Raw::Unhandled(format!("{other:?}")),
     }
 }

@@ -92,6 +92,7 @@ impl Vcpu {
             Raw::Report(kind) => Exit::Report(kind),
             Raw::Halted => Exit::Halted,
             Raw::Shutdown => Exit::Shutdown,
+            Raw::System(event) => Exit::System(event),
             Raw::FailEntry(reason) => Exit::FailEntry(reason),
             Raw::InternalError => Exit::InternalError(self.internal_suberror()),
             Raw::RunFailed(errno) => Exit::RunFailed(errno),

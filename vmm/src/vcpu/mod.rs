@@ -22,7 +22,7 @@ use std::time::Duration;
 
 pub use coalesced::{CoalescedRing, VcpuIo};
 pub use control::{Desired, VcpuControl};
-pub use exit::{BusKind, Exit};
+pub use exit::{BusKind, Exit, SystemEvent};
 pub use handle::Vcpu;
 pub use outcome::{RegsSnapshot, VcpuOutcome};
 pub use run_loop::{drive, EventChannel, VcpuEvent};

@@ -18,6 +18,10 @@ pub enum VcpuOutcome {
     Halted { regs: RegsSnapshot },
     /// KVM_EXIT_SHUTDOWN: a triple fault (or a reset request the VMM does not emulate).
     Shutdown { regs: RegsSnapshot },
+    /// The guest asked to power the machine off (PSCI SYSTEM_OFF).
+    PowerOff,
+    /// The guest asked to reset the machine (PSCI SYSTEM_RESET).
+    Reset,
     /// KVM could not enter the guest (invalid state).
     FailEntry { reason: u64, regs: RegsSnapshot },
     /// KVM hit an internal error (e.g. an instruction it cannot emulate).
@@ -47,6 +51,8 @@ impl fmt::Display for VcpuOutcome {
             Self::Done { code } => write!(f, "finished with code {code}"),
             Self::Halted { regs } => write!(f, "halted without reporting a result ({regs})"),
             Self::Shutdown { regs } => write!(f, "triple fault / shutdown ({regs})"),
+            Self::PowerOff => write!(f, "asked to power off (PSCI SYSTEM_OFF)"),
+            Self::Reset => write!(f, "asked to reset (PSCI SYSTEM_RESET)"),
             Self::FailEntry { reason, regs } => {
                 write!(
                     f,

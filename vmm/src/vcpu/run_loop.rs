@@ -7,7 +7,7 @@ use std::sync::Arc;
 use granule_arch::report::ReportKind;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::exit::Exit;
+use super::exit::{Exit, SystemEvent};
 use super::handle::Vcpu;
 use super::outcome::{RegsSnapshot, VcpuOutcome};
 
@@ -76,6 +76,8 @@ fn drive_loop(vcpu: &mut Vcpu, events: &Sender<VcpuEvent>) -> VcpuOutcome {
             }
             Exit::Halted => VcpuOutcome::Halted { regs: regs(vcpu) },
             Exit::Shutdown => VcpuOutcome::Shutdown { regs: regs(vcpu) },
+            Exit::System(SystemEvent::PowerOff) => VcpuOutcome::PowerOff,
+            Exit::System(SystemEvent::Reset) => VcpuOutcome::Reset,
             Exit::FailEntry(reason) => VcpuOutcome::FailEntry {
                 reason,
                 regs: regs(vcpu),
