@@ -168,8 +168,9 @@ pub struct RunArgs {
     /// something present conflicts with --kernel.)
     #[arg(value_enum, conflicts_with_all = ["kernel", "initrd", "cmdline", "device"])]
     pub program: Option<ProgramArg>,
-    /// Boot this Linux kernel (bzImage or ELF vmlinux) instead of a built-in program
-    /// (x86_64). Its console is COM1 on granule's stdin and stdout.
+    /// Boot this Linux kernel instead of a built-in program: a bzImage or ELF vmlinux
+    /// on x86_64, an Image or Image.gz on arm64. Its console (ttyS0: COM1 on x86_64, a
+    /// 16550 on MMIO on arm64) is on granule's stdin and stdout.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
     /// An initramfs for --kernel.

@@ -20,6 +20,10 @@ const MAX_FILE: u64 = 2 << 30;
 pub enum KernelFormat {
     BzImage,
     Elf,
+    /// arm64 Image.
+    Image,
+    /// arm64 Image, gzip-compressed (decompressed by granule).
+    ImageGz,
 }
 
 /// Opens a file, checking it is a regular file of sane size; returns it and its length.

@@ -3,7 +3,6 @@
 //! `x86_64/`, `aarch64/`) builds the VM up to vCPUs ready to run; the arch-neutral run
 //! ([`run`]) then drives the console, the event loop and the vCPUs until the guest
 //! powers off, reboots, panics or crashes, and says how ([`ending`], [`summary`]).
-//! Only the x86_64 backend boots a kernel so far.
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
@@ -36,7 +35,8 @@ use crate::vm::VmError;
 pub use run::boot;
 pub use summary::{BootSummary, End};
 
-/// The command line a kernel gets when `--cmdline` is not given: the console on COM1,
+/// The command line a kernel gets when `--cmdline` is not given: the console on ttyS0
+/// (COM1 on x86; on arm64 the device tree's 16550, also its `stdout-path`),
 /// and reboot at once on panic (granule reports the panic and exits non-zero).
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
 
@@ -73,6 +73,22 @@ pub enum BootError {
     },
     #[error("kernel {path}: {error}")]
     Kernel { path: PathBuf, error: KernelError },
+    #[error("kernel {path}: {error}")]
+    Image {
+        path: PathBuf,
+        error: granule_arch::aarch64::boot::ImageError,
+    },
+    #[error("kernel {path}: cannot decompress the gzip-compressed Image: {error}")]
+    Decompress {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("kernel {path}: the Image decompresses to more than {max} bytes")]
+    DecompressedTooLarge { path: PathBuf, max: u64 },
+    #[error("the device tree: {0}")]
+    Fdt(#[from] granule_arch::aarch64::boot::FdtError),
+    #[error(transparent)]
+    Placement(#[from] granule_arch::aarch64::boot::PlacementError),
     #[error("the initramfs {0} is empty")]
     EmptyInitrd(PathBuf),
     #[error("cannot load the kernel into guest memory: {0}")]
@@ -89,6 +105,8 @@ pub enum BootError {
     TooManyVcpus(usize, usize),
     #[error("{0} vCPUs requested; a Linux guest supports at most 254 (8-bit xAPIC IDs)")]
     TooManyApicIds(usize),
+    #[error("{0} vCPUs requested; granule's GIC redistributor region holds at most {1}")]
+    TooManyRedistributors(usize, u64),
     #[error(transparent)]
     Memory(#[from] MemoryError),
     #[error(transparent)]

@@ -130,6 +130,17 @@ impl GuestRam {
         holes: &[(u64, u64)],
         host_ram: u64,
     ) -> Result<Self, MemoryError> {
+        Self::with_base(zones, 0, holes, host_ram)
+    }
+
+    /// As [`GuestRam::new`], with RAM starting at `base` rather than 0 (arm64 RAM
+    /// starts above the platform devices).
+    pub fn with_base(
+        zones: &[ZoneConfig],
+        base: u64,
+        holes: &[(u64, u64)],
+        host_ram: u64,
+    ) -> Result<Self, MemoryError> {
         if zones.is_empty() {
             return Err(MemoryError::NoZones);
         }
@@ -142,7 +153,7 @@ impl GuestRam {
             });
         }
         pool::check(&pool::pages_needed(zones), pool::read_pool)?;
-        let placements = layout::place(zones, 0, holes)?;
+        let placements = layout::place(zones, base, holes)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
 
         let mapped = zones

@@ -36,6 +36,7 @@ pub struct Passthrough {
 }
 
 /// What the VM must keep while it runs: the DMA address spaces.
+#[derive(Default)]
 pub struct Attached {
     pub devices: Vec<Passthrough>,
     pub spaces: Vec<DmaSpace>,

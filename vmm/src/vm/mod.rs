@@ -1,6 +1,8 @@
 //! A VM: the KVM VM fd, its RAM, I/O buses and resources, and its vCPUs, built in the
 //! order KVM requires and then started as [`RunningVm`].
 
+#[cfg(target_arch = "aarch64")]
+mod gic;
 mod resources;
 mod running;
 
@@ -40,6 +42,9 @@ pub enum VmError {
     /// A set-up step came after the vCPUs it has to precede (a granule bug).
     #[error("{what} must come before any vCPU is created")]
     AfterVcpus { what: &'static str },
+    /// A set-up step came before the vCPUs it has to follow (a granule bug).
+    #[error("{what} must come after every vCPU is created")]
+    BeforeVcpus { what: &'static str },
     #[error(transparent)]
     Threads(#[from] ThreadsError),
 }
@@ -191,6 +196,11 @@ impl Vm {
         }
         self.vcpus.push(fd);
         Ok(&self.vcpus[index])
+    }
+
+    /// The vCPUs created so far, in id order.
+    pub fn vcpus(&self) -> &[VcpuFd] {
+        &self.vcpus
     }
 
     pub fn vcpu(&self, index: usize) -> Option<&VcpuFd> {
