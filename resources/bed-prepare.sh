@@ -48,10 +48,12 @@ unset RUSTC LD_LIBRARY_PATH
 "$RESOURCES_DIR/initramfs.sh" amd64 "$kx86" /bin/busybox "$gx86" "$out/x86_64.cpio.gz"
 "$RESOURCES_DIR/initramfs.sh" arm64 "$karm" "$bbarm" "$garm" "$out/aarch64.cpio.gz" "${armtests[@]}"
 
-# The Linux-boot bed: the x86 bed's initramfs followed by the guest payload granule
+# The Linux-boot beds: each bed's initramfs followed by the guest payload granule
 # boots (the kernel unpacks concatenated archives in order).
-"$RESOURCES_DIR/guest-initramfs.sh" "$kx86/vmlinuz" "$out/x86_64-guest.cpio.gz"
+"$RESOURCES_DIR/guest-initramfs.sh" amd64 "$kx86/vmlinuz" /bin/busybox "$out/x86_64-guest.cpio.gz"
 cat "$out/x86_64.cpio.gz" "$out/x86_64-guest.cpio.gz" > "$out/x86_64-boot.cpio.gz"
+"$RESOURCES_DIR/guest-initramfs.sh" arm64 "$karm/vmlinuz" "$bbarm" "$out/aarch64-guest.cpio.gz"
+cat "$out/aarch64.cpio.gz" "$out/aarch64-guest.cpio.gz" > "$out/aarch64-boot.cpio.gz"
 
 cat > "$out/manifest.env" <<ENV
 X86_64_KERNEL=$kx86/vmlinuz
@@ -59,5 +61,6 @@ X86_64_INITRD=$out/x86_64.cpio.gz
 X86_64_BOOT_INITRD=$out/x86_64-boot.cpio.gz
 AARCH64_KERNEL=$karm/vmlinuz
 AARCH64_INITRD=$out/aarch64.cpio.gz
+AARCH64_BOOT_INITRD=$out/aarch64-boot.cpio.gz
 ENV
 log "beds ready: $out/manifest.env"

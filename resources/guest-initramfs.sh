@@ -1,44 +1,53 @@
 #!/usr/bin/env bash
-# Builds the guest payload granule boots in the x86 bed: a tiny busybox initramfs with
-# resources/guest/init, the bed's bzImage, and the same kernel as an ELF vmlinux
-# (decompressed from the bzImage's payload). All three go into a cpio archive under
-# /guest, to be concatenated after the bed's own initramfs (the kernel unpacks both).
-# Usage: resources/guest-initramfs.sh BZIMAGE OUT_CPIO_GZ
+# Builds the guest payload granule boots in a bed: a tiny busybox initramfs with
+# resources/guest/init and the bed's own kernel, in a cpio archive under /guest, to be
+# concatenated after the bed's own initramfs (the kernel unpacks both).
+#   amd64: the bzImage (vmlinuz), the same kernel as an ELF vmlinux (decompressed from
+#          the bzImage's payload), and the pvpanic, NVMe and AHCI drivers plus barpoke
+#          for the passthrough cases.
+#   arm64: the Image and the same Image gzip-compressed (Image.gz). Debian's arm64
+#          kernels build no pvpanic driver.
+# Usage: resources/guest-initramfs.sh amd64|arm64 KERNEL BUSYBOX OUT_CPIO_GZ
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-bz=$1 out=$2
+arch=$1 kernel=$2 busybox=$3 out=$4
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
 # The guest's own initramfs.
 mkdir -p "$stage/initrd/bin" "$stage/initrd/dev" "$stage/initrd/proc" "$stage/initrd/sys" "$stage/payload/guest" \
     "$stage/initrd/lib/modules"
-cp /bin/busybox "$stage/initrd/bin/busybox"
-# The pvpanic driver (a module in Debian's kernel), so a panic reaches granule through
-# its pvpanic device; init loads it. The kernel's modules sit beside the bzImage.
-mdir=$(echo "$(dirname "$bz")"/lib/modules/*/kernel/drivers/misc/pvpanic)
-for m in pvpanic pvpanic-mmio; do
-    [ -f "$mdir/$m.ko.xz" ] || die "$mdir/$m.ko.xz is missing: the guest needs the pvpanic driver"
-    xz -dc "$mdir/$m.ko.xz" > "$stage/initrd/lib/modules/$m.ko"
-done
-# The NVMe driver, for a passed-through NVMe controller (guest.action=passthrough).
-ndir=$(echo "$(dirname "$bz")"/lib/modules/*/kernel/drivers/nvme)
-for m in common/nvme-auth host/nvme-core host/nvme; do
-    [ -f "$ndir/$m.ko.xz" ] || die "$ndir/$m.ko.xz is missing: the guest needs the NVMe driver"
-    xz -dc "$ndir/$m.ko.xz" > "$stage/initrd/lib/modules/$(basename "$m").ko"
-done
-# The AHCI driver and SCSI disks, for a passed-through SATA controller (MSI).
-adir=$(echo "$(dirname "$bz")"/lib/modules/*/kernel/drivers)
-for m in scsi/scsi_common scsi/scsi_mod scsi/sd_mod ata/libata ata/libahci ata/ahci; do
-    [ -f "$adir/$m.ko.xz" ] || die "$adir/$m.ko.xz is missing: the guest needs the AHCI driver"
-    xz -dc "$adir/$m.ko.xz" > "$stage/initrd/lib/modules/$(basename "$m").ko"
-done
+cp "$busybox" "$stage/initrd/bin/busybox"
+# A module of the kernel beside KERNEL, decompressed into the guest's /lib/modules.
+module() { # PATH-UNDER-kernel/ (without .ko.xz)
+    local f
+    f=$(echo "$(dirname "$kernel")"/lib/modules/*/kernel/"$1".ko.xz)
+    [ -f "$f" ] || die "$f is missing: the guest needs $(basename "$1")"
+    xz -dc "$f" > "$stage/initrd/lib/modules/$(basename "$1").ko"
+}
+if [ "$arch" = amd64 ]; then
+    # The pvpanic driver, so a panic reaches granule through its pvpanic device.
+    module drivers/misc/pvpanic/pvpanic
+    module drivers/misc/pvpanic/pvpanic-mmio
+    # NVMe (MSI-X) and AHCI with SCSI disks (MSI), for passed-through controllers.
+    for m in nvme/common/nvme-auth nvme/host/nvme-core nvme/host/nvme scsi/scsi_common scsi/scsi_mod \
+        scsi/sd_mod ata/libata ata/libahci ata/ahci; do
+        module "drivers/$m"
+    done
+    # barpoke writes a passed-through BAR through its sysfs resource file.
+    gcc -static -O2 -Wall -Werror -o "$stage/initrd/bin/barpoke" "$RESOURCES_DIR/guest/barpoke.c"
+fi
 cp "$RESOURCES_DIR/guest/init" "$stage/initrd/init"
-# barpoke writes a passed-through BAR through its sysfs resource file.
-gcc -static -O2 -Wall -Werror -o "$stage/initrd/bin/barpoke" "$RESOURCES_DIR/guest/barpoke.c"
 (cd "$stage/initrd" && find . | cpio -o -H newc --quiet) | gzip -9 > "$stage/payload/guest/initrd.cpio.gz"
 
-cp "$bz" "$stage/payload/guest/vmlinuz"
-"$RESOURCES_DIR/vmlinux-from-bzimage.sh" "$bz" "$stage/payload/guest/vmlinux"
+case $arch in
+    amd64)
+        cp "$kernel" "$stage/payload/guest/vmlinuz"
+        "$RESOURCES_DIR/vmlinux-from-bzimage.sh" "$kernel" "$stage/payload/guest/vmlinux" ;;
+    arm64)
+        cp "$kernel" "$stage/payload/guest/Image"
+        gzip -6 -c "$kernel" > "$stage/payload/guest/Image.gz" ;;
+    *) die "unknown arch $arch" ;;
+esac
 (cd "$stage/payload" && find . | cpio -o -H newc --quiet) | gzip -1 > "$out"
-log "guest payload $(basename "$out"): $(du -h "$out" | cut -f1) (bzImage, ELF vmlinux, initrd)"
+log "guest payload $(basename "$out"): $(du -h "$out" | cut -f1) ($(ls "$stage/payload/guest" | tr '\n' ' '))"

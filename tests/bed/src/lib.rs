@@ -7,10 +7,12 @@
 //! console; QEMU exits 0 even when the guest failed, so only the markers count, read
 //! under a timeout. QEMU is killed when a run ends for any reason.
 
+mod boot;
 mod manifest;
 mod qemu;
 mod stress;
 
+pub use boot::{boot_case, guest_facts, kernel_warnings, BootCase};
 pub use manifest::{bed_available, Manifest};
 pub use qemu::{Arch, Bed, BedError, BedRun, Case, TcgThreads};
 pub use stress::{logs_dir, stress_results};

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use clap::Parser;
-use granule_bed::{bed_available, Arch, Bed, TcgThreads};
+use granule_bed::{bed_available, boot_case, guest_facts, kernel_warnings, Arch, Bed, TcgThreads};
 
 /// One bed at a time: TCG wants the cores, and timings stay representative.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -173,41 +173,6 @@ fn guest_visible_ram(requested: u64) -> u64 {
     requested - (HIMEM_START - EBDA_START)
 }
 
-/// One case of the boot scenario: its exit code, console output, stderr and JSON.
-struct BootCase {
-    rc: i32,
-    out: String,
-    err: String,
-    json: serde_json::Value,
-}
-
-fn boot_case(run: &granule_bed::BedRun, name: &str) -> BootCase {
-    let c = run.case(name);
-    BootCase {
-        rc: c.rc,
-        out: c.out,
-        err: c.err,
-        json: c
-            .json
-            .unwrap_or_else(|| panic!("no JSON for case {name}\n{}", run.tail())),
-    }
-}
-
-/// The guest's own report of what it sees: "cpus=N online=... ram_bytes=N".
-fn guest_facts(out: &str) -> (u64, u64) {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("GRANULE-GUEST: USERSPACE"))
-        .unwrap_or_else(|| panic!("the guest never reached userspace:\n{out}"));
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(k))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no {k} in {line}"))
-    };
-    (field("cpus="), field("ram_bytes="))
-}
-
 /// `granule run --kernel` boots the bed's Debian 6.12 kernel on real nested SVM+NPT:
 /// bzImage and ELF, 1 and 2 vCPUs, the console both ways, poweroff, reboot, panic (and
 /// a panic line that is not a panic), the PCI host bridge, the boot timer and the
@@ -232,7 +197,7 @@ fn x86_linux_boots_under_granule() {
     let ram = 256u64 << 20;
 
     // bzImage, 1 vCPU, poweroff: exit 0, the guest sees 1 CPU and the RAM asked for.
-    let c = boot_case(&run, "bz-1cpu");
+    let c = boot_case(&run, "1cpu");
     assert_eq!(c.rc, 0, "poweroff exits 0\n{}\n{}", c.out, c.err);
     assert_eq!(guest_facts(&c.out), (1, guest_visible_ram(ram)));
     assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json);
@@ -254,11 +219,7 @@ fn x86_linux_boots_under_granule() {
         "{}",
         c.out
     );
-    let warnings: Vec<&str> = c
-        .out
-        .lines()
-        .filter(|l| l.contains("GRANULE-GUEST: KERNEL-WARNING"))
-        .collect();
+    let warnings = kernel_warnings(&c.out);
     assert!(warnings.is_empty(), "{warnings:#?}");
     // The kernel takes ECAM from MCFG and finds it reserved by the firmware.
     let ecam: Vec<&str> = c
@@ -274,7 +235,7 @@ fn x86_linux_boots_under_granule() {
     );
 
     // bzImage, 2 vCPUs (4K-backed): a line on granule's stdin runs in the guest's shell.
-    let c = boot_case(&run, "bz-2cpu-stdin");
+    let c = boot_case(&run, "2cpu-stdin");
     assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
     assert_eq!(guest_facts(&c.out), (2, guest_visible_ram(ram)));
     assert!(
@@ -284,7 +245,7 @@ fn x86_linux_boots_under_granule() {
     );
 
     // ELF vmlinux, 2 vCPUs, hugetlb 2M: mapped guest RAM is (nearly) all in 2M leaves.
-    let c = boot_case(&run, "elf-2cpu-hugetlb");
+    let c = boot_case(&run, "2cpu-hugetlb");
     assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
     assert_eq!(c.json["format"], "elf");
     assert_eq!(guest_facts(&c.out).0, 2);

@@ -1,0 +1,47 @@
+//! Reading the boot scenario's cases (resources/bed/scenarios/boot), the same on both
+//! architectures.
+
+use crate::BedRun;
+
+/// One case of the boot scenario: its exit code, console output, stderr and JSON.
+pub struct BootCase {
+    pub rc: i32,
+    pub out: String,
+    pub err: String,
+    pub json: serde_json::Value,
+}
+
+/// The case `name`; panics (failing the test) when it printed no JSON summary.
+pub fn boot_case(run: &BedRun, name: &str) -> BootCase {
+    let c = run.case(name);
+    BootCase {
+        rc: c.rc,
+        out: c.out,
+        err: c.err,
+        json: c
+            .json
+            .unwrap_or_else(|| panic!("no JSON for case {name}\n{}", run.tail())),
+    }
+}
+
+/// The guest's own report of what it sees: "cpus=N online=... ram_bytes=N".
+pub fn guest_facts(out: &str) -> (u64, u64) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("GRANULE-GUEST: USERSPACE"))
+        .unwrap_or_else(|| panic!("the guest never reached userspace:\n{out}"));
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {k} in {line}"))
+    };
+    (field("cpus="), field("ram_bytes="))
+}
+
+/// The kernel's warnings the guest's init picked out of dmesg (PCI, ACPI, device tree).
+pub fn kernel_warnings(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| l.contains("GRANULE-GUEST: KERNEL-WARNING"))
+        .collect()
+}
