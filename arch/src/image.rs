@@ -16,6 +16,47 @@ impl RamRange {
     }
 }
 
+/// `touch`'s unit: it writes one 4 KiB page at a time on every architecture.
+const PAGE: u64 = 4096;
+
+/// `x` rounded up to a 4 KiB page.
+pub fn page_up(x: u64) -> u64 {
+    x.div_ceil(PAGE) * PAGE
+}
+
+/// Splits the free RAM above `reserved_end` into `vcpus` contiguous shares of whole
+/// 4 KiB pages (the first `pages % vcpus` shares get one page more). Each share is a
+/// list of (start, end) guest-physical ranges.
+pub fn touch_shares(ram: &[RamRange], reserved_end: u64, vcpus: usize) -> Vec<Vec<(u64, u64)>> {
+    let free: Vec<(u64, u64)> = ram
+        .iter()
+        .map(|r| (page_up(r.gpa.max(reserved_end)), r.end() / PAGE * PAGE))
+        .filter(|(s, e)| s < e)
+        .collect();
+    let total: u64 = free.iter().map(|(s, e)| (e - s) / PAGE).sum();
+    let n = vcpus as u64;
+    let mut shares = Vec::with_capacity(vcpus);
+    let mut ranges = free.into_iter();
+    let mut cur = ranges.next();
+    for i in 0..n {
+        let mut want = total / n + u64::from(i < total % n);
+        let mut share = Vec::new();
+        while want > 0 {
+            let Some((s, e)) = cur else { break };
+            let take = want.min((e - s) / PAGE);
+            share.push((s, s + take * PAGE));
+            want -= take;
+            cur = if s + take * PAGE == e {
+                ranges.next()
+            } else {
+                Some((s + take * PAGE, e))
+            };
+        }
+        shares.push(share);
+    }
+    shares
+}
+
 /// The built-in guest programs. Each architecture encodes them in its own `programs`
 /// module; the behaviour is the same everywhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +126,9 @@ pub struct GuestImage {
     /// Guest-physical address of the u64 flag the host sets once memory is read-only
     /// (the stress program's `mprotect_ro_done`); 0 for other programs.
     pub ro_flag: u64,
+    /// The exception vector table (arm64's VBAR_EL1), where the image has one: its
+    /// handlers report an unexpected exception instead of looping on it.
+    pub vectors: Option<u64>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -101,6 +145,8 @@ pub enum ImageError {
     ProbeInRam { gpa: u64 },
     #[error("MMIO probe address {gpa:#x} is beyond the identity map (top {top:#x})")]
     ProbeUnmapped { gpa: u64, top: u64 },
+    #[error("the {0} program exists only on x86_64 (it uses port I/O)")]
+    X86Only(&'static str),
     #[error("guest program encoding failed (a granule bug): {0}")]
     Encode(String),
     #[error("guest page tables: {0}")]

@@ -12,4 +12,4 @@ pub mod report;
 pub mod x86_64;
 
 pub use address_map::{AddressMap, FixedRegion};
-pub use image::{GuestImage, ImageError, Program, RamRange, VcpuEntry};
+pub use image::{touch_shares, GuestImage, ImageError, Program, RamRange, VcpuEntry};

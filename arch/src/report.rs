@@ -5,6 +5,11 @@
 //! The VMM reads the argument from the vCPU's registers, so one exit carries 64 bits
 //! without any shared memory protocol that a buggy guest could corrupt.
 
+/// `touch` reports progress every this many pages (64 MiB).
+pub const PROGRESS_EVERY_PAGES: u32 = 0x4000;
+/// `spin` reports its count every this many iterations.
+pub const SPIN_REPORT_EVERY: u32 = 1 << 24;
+
 /// What a report means. The numeric values are the guest/VMM ABI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
@@ -17,6 +22,9 @@ pub enum ReportKind {
     Value = 3,
     /// The program reached a numbered stage (used by benchmarks).
     Stage = 4,
+    /// An exception the program has no handler for (arm64: its vector table reports
+    /// ESR_EL1 as the argument, with ELR_EL1 in x2 and FAR_EL1 in x3); ends the vCPU.
+    Exception = 5,
 }
 
 impl ReportKind {
@@ -28,6 +36,7 @@ impl ReportKind {
             2 => Some(Self::Progress),
             3 => Some(Self::Value),
             4 => Some(Self::Stage),
+            5 => Some(Self::Exception),
             _ => None,
         }
     }
@@ -44,10 +53,11 @@ mod tests {
             ReportKind::Progress,
             ReportKind::Value,
             ReportKind::Stage,
+            ReportKind::Exception,
         ] {
             assert_eq!(ReportKind::from_raw(k as u32), Some(k));
         }
         assert_eq!(ReportKind::from_raw(0), None);
-        assert_eq!(ReportKind::from_raw(5), None);
+        assert_eq!(ReportKind::from_raw(6), None);
     }
 }

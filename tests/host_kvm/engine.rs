@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use granule_arch::report::ReportKind;
-use granule_arch::x86_64::programs::touch_shares;
+use granule_arch::touch_shares;
 use granule_arch::Program;
 use granule_vmm::memory::{Backing, ZoneConfig};
 use granule_vmm::programs::{self, launch, RunConfig, Verdict};

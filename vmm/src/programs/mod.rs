@@ -7,7 +7,6 @@ use std::io::Write;
 use std::time::Duration;
 
 use granule_arch::report::ReportKind;
-use granule_arch::x86_64::programs;
 use granule_arch::{ImageError, Program};
 use serde::Serialize;
 use thiserror::Error;
@@ -22,8 +21,6 @@ pub use verify::VerifyError;
 
 #[derive(Debug, Error)]
 pub enum RunError {
-    #[error("built-in guest programs are not available on {0} yet")]
-    Unsupported(&'static str),
     #[error("{0} vCPUs requested, but this host's KVM allows at most {1} per VM")]
     TooManyVcpus(usize, usize),
     #[error("cannot read the CPUID KVM supports: {0}")]
@@ -179,7 +176,7 @@ fn run_queued(
     let elapsed_s = started.elapsed().as_secs_f64();
     let verdict = verdict(&exit);
     let mut pages_verified = 0;
-    let shares = programs::touch_shares(&ram, image.reserved_end, cfg.vcpus);
+    let shares = granule_arch::touch_shares(&ram, image.reserved_end, cfg.vcpus);
     if verdict == Verdict::Ok && cfg.program == Program::Touch {
         pages_verified = verify::touched_pages(running.ram(), &shares)?;
     }

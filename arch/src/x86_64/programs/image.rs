@@ -10,55 +10,14 @@
 //! ```
 
 use super::workloads::{encode, encode_for};
+use crate::image::page_up;
 use crate::x86_64::gdt;
 use crate::x86_64::layout::{IMAGE_BASE, MMIO_HOLE_END};
 use crate::x86_64::paging::{self, PAGE_2M, PAGE_4K};
-use crate::{GuestImage, ImageError, Program, RamRange, VcpuEntry};
+use crate::{touch_shares, GuestImage, ImageError, Program, RamRange, VcpuEntry};
 
 /// Longest text `hello` prints.
 pub const MAX_TEXT: usize = 4096;
-
-fn page_up(x: u64) -> u64 {
-    x.div_ceil(PAGE_4K) * PAGE_4K
-}
-
-/// Splits the free RAM above `reserved_end` into `vcpus` contiguous shares of whole
-/// 4 KiB pages (the first `pages % vcpus` shares get one page more). Each share is a
-/// list of (start, end) guest-physical ranges.
-pub fn touch_shares(ram: &[RamRange], reserved_end: u64, vcpus: usize) -> Vec<Vec<(u64, u64)>> {
-    let free: Vec<(u64, u64)> = ram
-        .iter()
-        .map(|r| {
-            (
-                page_up(r.gpa.max(reserved_end)),
-                r.end() / PAGE_4K * PAGE_4K,
-            )
-        })
-        .filter(|(s, e)| s < e)
-        .collect();
-    let total: u64 = free.iter().map(|(s, e)| (e - s) / PAGE_4K).sum();
-    let n = vcpus as u64;
-    let mut shares = Vec::with_capacity(vcpus);
-    let mut ranges = free.into_iter();
-    let mut cur = ranges.next();
-    for i in 0..n {
-        let mut want = total / n + u64::from(i < total % n);
-        let mut share = Vec::new();
-        while want > 0 {
-            let Some((s, e)) = cur else { break };
-            let take = want.min((e - s) / PAGE_4K);
-            share.push((s, s + take * PAGE_4K));
-            want -= take;
-            cur = if s + take * PAGE_4K == e {
-                ranges.next()
-            } else {
-                Some((s + take * PAGE_4K, e))
-            };
-        }
-        shares.push(share);
-    }
-    shares
-}
 
 /// Builds the image of `program` for `vcpus` vCPUs over `ram`, with identity page
 /// tables of `guest_page_size` leaves.
@@ -225,6 +184,7 @@ pub fn build(
         page_tables: (tables_base, tables_end),
         pages_per_vcpu,
         ro_flag,
+        vectors: None,
     })
 }
 

@@ -8,5 +8,5 @@
 mod image;
 mod workloads;
 
-pub use image::{build, touch_shares, GDT_LIMIT, MAX_TEXT, TSS_BASE};
-pub use workloads::{PROGRESS_EVERY_PAGES, STRESS_STORE_LEN};
+pub use image::{build, GDT_LIMIT, MAX_TEXT, TSS_BASE};
+pub use workloads::STRESS_STORE_LEN;

@@ -1,14 +1,11 @@
 //! Machine code of each workload, written with the tiny assembler.
 
-use crate::report::ReportKind;
+use crate::report::{ReportKind, PROGRESS_EVERY_PAGES, SPIN_REPORT_EVERY};
 use crate::x86_64::asm::{Asm, Cond, Reg, UnboundLabel};
 use crate::x86_64::gdt::{USER_CS, USER_DS};
 use crate::x86_64::layout::{COM1_PORT, REPORT_PORT};
 use crate::x86_64::regs::{RFLAGS_IOPL3, RFLAGS_RESERVED};
 use crate::Program;
-
-/// `touch` reports progress every this many pages (64 MiB).
-pub const PROGRESS_EVERY_PAGES: u32 = 0x4000;
 
 /// CPL0 prologue: build an `iretq` frame for the CPL3 workload at `workload` on the
 /// user stack (r15), with IOPL=3 and interrupts off. Clobbers only rax.
@@ -172,9 +169,6 @@ fn stress(a: &mut Asm, crash: bool) {
 
 /// Length of the stage-3 store the host skips on EFAULT.
 pub const STRESS_STORE_LEN: u64 = 3;
-
-/// `spin` reports its count every this many iterations.
-pub const SPIN_REPORT_EVERY: u32 = 1 << 24;
 
 /// Encodes `program` at guest address `base` for vCPU `vcpu`: prologue first (the entry
 /// point), then the workload. Returns the code.
