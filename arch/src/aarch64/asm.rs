@@ -134,6 +134,42 @@ impl A64 {
         self.emit(0xb900_0000 | (n.0 << 5) | t.0)
     }
 
+    /// `ldrb wt, [xn]`.
+    pub fn ldrb(&mut self, t: X, n: X) -> &mut Self {
+        self.emit(0x3940_0000 | (n.0 << 5) | t.0)
+    }
+
+    /// `strb wt, [xn]`.
+    pub fn strb(&mut self, t: X, n: X) -> &mut Self {
+        self.emit(0x3900_0000 | (n.0 << 5) | t.0)
+    }
+
+    /// `ldr xt, [xn, #offset]`; `offset` is a multiple of 8 below 32 KiB.
+    pub fn ldr_at(&mut self, t: X, n: X, offset: u32) -> &mut Self {
+        debug_assert!(offset % 8 == 0 && offset < 0x8000);
+        self.emit(0xf940_0000 | ((offset / 8) << 10) | (n.0 << 5) | t.0)
+    }
+
+    /// `add xd, xn, #imm12` (with `lsl #12` when `shift12`).
+    pub fn add_imm(&mut self, d: X, n: X, imm12: u32, shift12: bool) -> &mut Self {
+        debug_assert!(imm12 < 0x1000);
+        self.emit(0x9100_0000 | (u32::from(shift12) << 22) | (imm12 << 10) | (n.0 << 5) | d.0)
+    }
+
+    /// `sub xd, xn, #imm12`.
+    pub fn sub_imm(&mut self, d: X, n: X, imm12: u32) -> &mut Self {
+        debug_assert!(imm12 < 0x1000);
+        self.emit(0xd100_0000 | (imm12 << 10) | (n.0 << 5) | d.0)
+    }
+
+    /// `mrs xt, <sysreg>` for a register given as (op0, op1, CRn, CRm, op2).
+    pub fn mrs(&mut self, t: X, sysreg: (u32, u32, u32, u32, u32)) -> &mut Self {
+        let (op0, op1, crn, crm, op2) = sysreg;
+        self.emit(
+            0xd520_0000 | (op0 << 19) | (op1 << 16) | (crn << 12) | (crm << 8) | (op2 << 5) | t.0,
+        )
+    }
+
     /// `udf #0`: an undefined instruction.
     pub fn udf(&mut self) -> &mut Self {
         self.emit(0)
@@ -153,6 +189,11 @@ impl A64 {
         self.fixups.push((self.words.len(), l, Fixup::B19));
         self.emit(0xb400_0000 | t.0)
     }
+
+    pub fn cbnz(&mut self, t: X, l: Label) -> &mut Self {
+        self.fixups.push((self.words.len(), l, Fixup::B19));
+        self.emit(0xb500_0000 | t.0)
+    }
 }
 
 #[cfg(test)]
@@ -167,7 +208,7 @@ mod tests {
 
     #[test]
     fn encodings_match_llvm_mc() {
-        let cases: [(Vec<u8>, [u8; 4], &str); 15] = [
+        let cases: [(Vec<u8>, [u8; 4], &str); 25] = [
             (
                 enc(|a| a.movz(X(0), 0x1234, 1)),
                 [0x80, 0x46, 0xa2, 0xd2],
@@ -239,6 +280,56 @@ mod tests {
                 [0x90, 0x00, 0x80, 0xd2],
                 "mov x16, #4",
             ),
+            (
+                enc(|a| a.ldrb(X(2), X(0))),
+                [0x02, 0x00, 0x40, 0x39],
+                "ldrb w2, [x0]",
+            ),
+            (
+                enc(|a| a.strb(X(2), X(18))),
+                [0x42, 0x02, 0x00, 0x39],
+                "strb w2, [x18]",
+            ),
+            (
+                enc(|a| a.add_imm(X(0), X(0), 1, false)),
+                [0x00, 0x04, 0x00, 0x91],
+                "add x0, x0, #1",
+            ),
+            (
+                enc(|a| a.sub_imm(X(1), X(1), 1)),
+                [0x21, 0x04, 0x00, 0xd1],
+                "sub x1, x1, #1",
+            ),
+            (
+                enc(|a| a.add_imm(X(9), X(9), 1, true)),
+                [0x29, 0x05, 0x40, 0x91],
+                "add x9, x9, #1, lsl #12",
+            ),
+            (
+                enc(|a| a.add_imm(X(19), X(19), 16, false)),
+                [0x73, 0x42, 0x00, 0x91],
+                "add x19, x19, #16",
+            ),
+            (
+                enc(|a| a.ldr_at(X(10), X(19), 8)),
+                [0x6a, 0x06, 0x40, 0xf9],
+                "ldr x10, [x19, #8]",
+            ),
+            (
+                enc(|a| a.mrs(X(1), (3, 0, 5, 2, 0))),
+                [0x01, 0x52, 0x38, 0xd5],
+                "mrs x1, esr_el1",
+            ),
+            (
+                enc(|a| a.mrs(X(2), (3, 0, 4, 0, 1))),
+                [0x22, 0x40, 0x38, 0xd5],
+                "mrs x2, elr_el1",
+            ),
+            (
+                enc(|a| a.mrs(X(3), (3, 0, 6, 0, 0))),
+                [0x03, 0x60, 0x38, 0xd5],
+                "mrs x3, far_el1",
+            ),
         ];
         for (got, want, insn) in cases {
             assert_eq!(got, want, "{insn}");
@@ -269,6 +360,8 @@ mod tests {
         a.bind(l[3]);
         a.b(l[0]).cbz(X(1), l[4]).udf().udf(); // 3 -> 0 ; 4 -> 7
         a.bind(l[4]);
+        a.cbnz(X(12), l[5]).udf(); // 7 -> 9
+        a.bind(l[5]);
         let w: Vec<u32> = a
             .finish()
             .unwrap()
@@ -280,5 +373,6 @@ mod tests {
         assert_eq!(w[2], 0x54ff_ffc1); // b.ne .-8
         assert_eq!(w[3], 0x17ff_fffd); // b .-12
         assert_eq!(w[4], 0xb400_0061); // cbz x1, .+12
+        assert_eq!(w[7], 0xb500_004c); // cbnz x12, .+8
     }
 }

@@ -19,6 +19,7 @@ pub const SCTLR_EL1: u64 = sys_reg(3, 0, 1, 0, 0);
 pub const TTBR0_EL1: u64 = sys_reg(3, 0, 2, 0, 0);
 pub const TCR_EL1: u64 = sys_reg(3, 0, 2, 0, 2);
 pub const MAIR_EL1: u64 = sys_reg(3, 0, 10, 2, 0);
+pub const VBAR_EL1: u64 = sys_reg(3, 0, 12, 0, 0);
 pub const ID_AA64MMFR2_EL1: u64 = sys_reg(3, 0, 0, 7, 2);
 
 /// FEAT_FWB (stage-2 forced write-back) from an ID_AA64MMFR2_EL1 value: bits 43:40.
