@@ -7,14 +7,24 @@ use granule_bed::{bed_available, boot_case, guest_facts, kernel_warnings, Arch, 
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn probe(test: &str, label: &str, cmdline: &str, expected: &str) {
-    let Some(m) = bed_available(test, Arch::Aarch64.qemu()) else {
-        return;
-    };
+/// Boots the bed in one KVM mode (with the Linux-boot payload), runs `granule probe`
+/// and then the boot scenario's `cases`; checks the probe and returns the run for
+/// the cases' own checks. None when the bed is not available (the test then skips).
+fn probe_and_boot(
+    test: &str,
+    label: &str,
+    cmdline: &str,
+    expected: &str,
+    cases: &str,
+) -> Option<granule_bed::BedRun> {
+    let m = bed_available(test, Arch::Aarch64.qemu())?;
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // At most 120 s per boot case (granule's --timeout), plus the bed's own boot.
     let run = Bed::new(Arch::Aarch64, "probe")
         .label(label)
-        .cmdline(cmdline)
+        .initrd("AARCH64_BOOT_INITRD")
+        .timeout(std::time::Duration::from_secs(900))
+        .cmdline(&format!("{cmdline} granule.boot_cases={cases}"))
         .run(&m)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(run.rc, 0, "{}", run.tail());
@@ -34,26 +44,68 @@ fn probe(test: &str, label: &str, cmdline: &str, expected: &str) {
     // Linux 6.12 on arm64: PMD PFN maps only.
     assert_eq!(v["pfnmap_max_leaf"], 2u64 << 20, "{v}");
     assert_eq!(run.markers("VFIO-BOUND").len(), 1, "{}", run.tail());
+    Some(run)
 }
 
-#[test]
-fn arm64_probe_sees_vhe_and_a_vfio_device() {
-    probe(
-        "bed_arm64_probe_sees_vhe_and_a_vfio_device",
-        "probe-vhe",
-        "",
-        "arm64_vhe",
+/// 2 vCPUs (the second started with PSCI CPU_ON): the guest sees both and exactly the
+/// RAM given, a line on granule's stdin runs in its shell, PSCI SYSTEM_OFF exits 0,
+/// the boot timer fired and the kernel printed no device-tree or PCI warning.
+fn check_two_vcpus_and_stdin(run: &granule_bed::BedRun) {
+    let c = boot_case(run, "2cpu-stdin");
+    assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
+    assert_eq!(guest_facts(&c.out), (2, 256 << 20), "{}", c.out);
+    assert!(
+        c.out.contains("STDIN-REACHED-42"),
+        "the shell did not run the line from stdin:\n{}",
+        c.out
     );
+    assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json);
+    assert_eq!(c.json["format"], "image");
+    let userspace = c.json["boot"]["userspace_ms"].as_f64().unwrap_or(0.0);
+    let started = c.json["boot"]["vcpus_started_ms"]
+        .as_f64()
+        .unwrap_or(f64::MAX);
+    assert!(
+        userspace > started,
+        "boot timer {userspace} ms after vCPU start {started} ms"
+    );
+    let warnings = kernel_warnings(&c.out);
+    assert!(warnings.is_empty(), "{warnings:#?}");
 }
 
+/// VHE (the bed's default): the probe, then granule boots the bed's Debian 6.12 arm64
+/// kernel: the Image and the Image.gz, 1 and 2 vCPUs, the console both ways, PSCI
+/// poweroff and reset, a panic (the bed's kernel has no pvpanic driver, so the panic
+/// line and the reset after it), a panic line that is not a panic, the boot timer
+/// and the stage-2 prediction with hugetlb backing. Every case runs once.
 #[test]
-fn arm64_probe_sees_nvhe_when_asked() {
-    probe(
-        "bed_arm64_probe_sees_nvhe_when_asked",
+fn arm64_vhe_probe_and_linux_boots() {
+    let Some(run) = probe_and_boot(
+        "bed_arm64_vhe_probe_and_linux_boots",
+        "probe-vhe",
+        "hugepagesz=2M hugepages=300",
+        "arm64_vhe",
+        "2cpu-stdin,2cpu-hugetlb,reboot,panic,fake-panic",
+    ) else {
+        return;
+    };
+    check_two_vcpus_and_stdin(&run);
+    check_other_cases(&run);
+}
+
+/// nVHE (`kvm-arm.mode=nvhe`): the probe sees the mode, and a 2-vCPU Linux boots.
+#[test]
+fn arm64_nvhe_probe_and_linux_boot() {
+    let Some(run) = probe_and_boot(
+        "bed_arm64_nvhe_probe_and_linux_boot",
         "probe-nvhe",
         "kvm-arm.mode=nvhe",
         "arm64_nvhe",
-    );
+        "2cpu-stdin",
+    ) else {
+        return;
+    };
+    check_two_vcpus_and_stdin(&run);
 }
 
 /// granule's aarch64 unit and integration test binaries, run inside the bed on its
@@ -137,61 +189,13 @@ fn arm64_stress_both_modes_compare() {
     );
 }
 
-/// `granule run --kernel` boots the bed's Debian 6.12 arm64 kernel on KVM in the bed
-/// (VHE): the Image and the Image.gz, 1 and 2 vCPUs started through PSCI, the console
-/// both ways, PSCI poweroff and reset, a panic (the bed's kernel has no pvpanic driver,
-/// so the panic line and the reset after it), a panic line that is not a panic, the
-/// boot timer and the stage-2 share with hugetlb backing. Every case runs once.
-#[test]
-fn arm64_linux_boots_under_granule() {
-    let Some(m) = bed_available("bed_arm64_linux_boots_under_granule", Arch::Aarch64.qemu()) else {
-        return;
-    };
-    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    // Six cases of at most 120 s each (granule's --timeout), plus the bed's own boot.
-    let run = Bed::new(Arch::Aarch64, "boot")
-        .initrd("AARCH64_BOOT_INITRD")
-        .timeout(std::time::Duration::from_secs(900))
-        .cmdline("hugepagesz=2M hugepages=300")
-        .run(&m)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(run.rc, 0, "{}", run.tail());
-    let ram = 256u64 << 20;
-
-    // The Image, 1 vCPU, PSCI SYSTEM_OFF: exit 0; the guest sees 1 CPU and exactly the
-    // RAM asked for; the device tree draws no kernel warning.
-    let c = boot_case(&run, "1cpu");
-    assert_eq!(c.rc, 0, "poweroff exits 0\n{}\n{}", c.out, c.err);
-    assert_eq!(guest_facts(&c.out), (1, ram), "{}", c.out);
-    assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json);
-    assert_eq!(c.json["format"], "image");
-    let userspace = c.json["boot"]["userspace_ms"].as_f64().unwrap_or(0.0);
-    let started = c.json["boot"]["vcpus_started_ms"]
-        .as_f64()
-        .unwrap_or(f64::MAX);
-    assert!(
-        userspace > started,
-        "boot timer {userspace} ms after vCPU start {started} ms"
-    );
-    let warnings = kernel_warnings(&c.out);
-    assert!(warnings.is_empty(), "{warnings:#?}");
-
-    // 2 vCPUs (the second started with PSCI CPU_ON): a line on granule's stdin runs in
-    // the guest's shell.
-    let c = boot_case(&run, "2cpu-stdin");
-    assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
-    assert_eq!(guest_facts(&c.out), (2, ram), "{}", c.out);
-    assert!(
-        c.out.contains("STDIN-REACHED-42"),
-        "the shell did not run the line from stdin:\n{}",
-        c.out
-    );
-
+/// The VHE run's cases besides 2cpu-stdin.
+fn check_other_cases(run: &granule_bed::BedRun) {
     // The Image.gz (decompressed by granule), 2 vCPUs, hugetlb 2M: RAM predicted in 2M
     // leaves, hugetlb-backed on the host. arm64 KVM has no leaf statistics and this
     // kernel no stage-2 page-table dump, so the report must say "predicted only"; on a
     // kernel that shows the leaves, they must match.
-    let c = boot_case(&run, "2cpu-hugetlb");
+    let c = boot_case(run, "2cpu-hugetlb");
     assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
     assert_eq!(c.json["format"], "image_gz");
     assert_eq!(guest_facts(&c.out).0, 2);
@@ -212,23 +216,29 @@ fn arm64_linux_boots_under_granule() {
     };
     assert_eq!(s2["verdict"], verdict, "{s2}");
 
-    // PSCI SYSTEM_RESET ends the VM with exit 0.
-    let c = boot_case(&run, "reboot");
+    // 1 vCPU, PSCI SYSTEM_RESET: the VM ends with exit 0.
+    let c = boot_case(run, "reboot");
     assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
+    assert_eq!(guest_facts(&c.out), (1, 256 << 20), "{}", c.out);
     assert_eq!(c.json["end"]["kind"], "reboot", "{}", c.json);
     assert_eq!(c.json["end"]["via"], "PSCI SYSTEM_RESET");
     assert!(c.err.contains("asked to reboot"), "{}", c.err);
 
     // A kernel panic with panic=-1: the panic line, then PSCI SYSTEM_RESET.
-    let c = boot_case(&run, "panic");
+    let c = boot_case(run, "panic");
     assert_eq!(c.rc, 3, "{}\n{}", c.out, c.err);
     assert_eq!(c.json["end"]["kind"], "panic", "{}", c.json["end"]);
+    assert_eq!(
+        c.json["end"]["via"], "the console's panic line and the reset after it",
+        "{}",
+        c.json["end"]
+    );
     let reason = c.json["end"]["reason"].as_str().unwrap_or("");
     assert!(reason.contains("sysrq triggered crash"), "{reason}");
     assert!(c.err.contains("panicked"), "{}", c.err);
 
     // A panic line printed by the guest's init is only text: it powers off after it.
-    let c = boot_case(&run, "fake-panic");
+    let c = boot_case(run, "fake-panic");
     assert!(
         c.out.contains("Kernel panic - not syncing: printed by"),
         "{}",

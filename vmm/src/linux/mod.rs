@@ -132,7 +132,7 @@ pub enum BootError {
     MsrRefused { index: usize, msr: u32 },
     #[error(transparent)]
     Bus(#[from] granule_devices::BusError),
-    #[error("booting Linux is not supported on {0} hosts yet")]
+    #[error("{0} is not supported yet")]
     Unsupported(&'static str),
     #[error("cannot write the zero page: {0}")]
     ZeroPage(linux_loader::configurator::Error),

@@ -107,7 +107,7 @@ mod imp {
 #[cfg(target_arch = "aarch64")]
 mod imp {
     use super::*;
-    use crate::vcpu::regs_aarch64::{xreg, PC, PSTATE};
+    use crate::vcpu::regs_aarch64::PC;
     use granule_arch::aarch64::{programs, regs};
 
     pub struct Setup {
@@ -152,21 +152,7 @@ mod imp {
         image: &GuestImage,
         i: usize,
     ) -> io::Result<()> {
-        let mut kvi = kvm_bindings::kvm_vcpu_init::default();
-        vm.get_preferred_target(&mut kvi).map_err(os)?;
-        kvi.features[0] |= 1 << kvm_bindings::KVM_ARM_VCPU_PSCI_0_2;
-        fd.vcpu_init(&kvi).map_err(os)?;
-        set(fd, regs::MAIR_EL1, regs::MAIR)?;
-        set(fd, regs::TCR_EL1, regs::TCR)?;
-        set(fd, regs::TTBR0_EL1, image.page_table_root)?;
-        set(fd, regs::SCTLR_EL1, regs::SCTLR)?;
-        let e = &image.vcpus[i];
-        set(fd, PSTATE, regs::PSTATE_EL1H)?;
-        set(fd, PC, e.entry)?;
-        for (n, a) in e.args.iter().enumerate() {
-            set(fd, xreg(n as u64), *a)?;
-        }
-        Ok(())
+        crate::vcpu::setup_aarch64::configure(fd, vm, image, i).map_err(os)
     }
 
     pub fn enable_sync_regs(_fd: &mut VcpuFd, _s: &Setup) {}

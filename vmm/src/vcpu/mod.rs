@@ -14,6 +14,8 @@ pub mod regs_aarch64;
 #[cfg(target_arch = "x86_64")]
 mod regs_x86_64;
 mod run_loop;
+#[cfg(target_arch = "aarch64")]
+pub mod setup_aarch64;
 #[cfg(target_arch = "x86_64")]
 pub mod setup_x86_64;
 mod threads;

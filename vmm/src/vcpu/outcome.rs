@@ -18,6 +18,9 @@ pub enum VcpuOutcome {
     Halted { regs: RegsSnapshot },
     /// KVM_EXIT_SHUTDOWN: a triple fault (or a reset request the VMM does not emulate).
     Shutdown { regs: RegsSnapshot },
+    /// A built-in program took an exception it has no handler for; `syndrome` is
+    /// arm64's ESR_EL1 (the registers hold ELR_EL1 in x2 and FAR_EL1 in x3).
+    Exception { syndrome: u64, regs: RegsSnapshot },
     /// The guest asked to power the machine off (PSCI SYSTEM_OFF).
     PowerOff,
     /// The guest asked to reset the machine (PSCI SYSTEM_RESET).
@@ -51,6 +54,11 @@ impl fmt::Display for VcpuOutcome {
             Self::Done { code } => write!(f, "finished with code {code}"),
             Self::Halted { regs } => write!(f, "halted without reporting a result ({regs})"),
             Self::Shutdown { regs } => write!(f, "triple fault / shutdown ({regs})"),
+            Self::Exception { syndrome, regs } => write!(
+                f,
+                "unhandled exception at EL1: ESR_EL1 {syndrome:#x} (exception class {:#x}; ELR_EL1 in x2, FAR_EL1 in x3: {regs})",
+                syndrome >> 26
+            ),
             Self::PowerOff => write!(f, "asked to power off (PSCI SYSTEM_OFF)"),
             Self::Reset => write!(f, "asked to reset (PSCI SYSTEM_RESET)"),
             Self::FailEntry { reason, regs } => {

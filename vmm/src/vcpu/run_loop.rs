@@ -112,6 +112,10 @@ fn report(vcpu: &Vcpu, raw: u32, events: &Sender<VcpuEvent>) -> Option<VcpuOutco
     let value = super::report_arg(&vcpu.fd);
     match ReportKind::from_raw(raw) {
         Some(ReportKind::Done) => Some(VcpuOutcome::Done { code: value }),
+        Some(ReportKind::Exception) => Some(VcpuOutcome::Exception {
+            syndrome: value,
+            regs: RegsSnapshot::read(&vcpu.fd),
+        }),
         Some(kind) => {
             let _ = events.send(VcpuEvent::Report {
                 vcpu: vcpu.index,

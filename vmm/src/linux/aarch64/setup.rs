@@ -85,7 +85,7 @@ pub fn prepare(
     }
     if !cfg.devices.is_empty() {
         return Err(BootError::Unsupported(
-            "aarch64 with --device (PCI passthrough)",
+            "PCI passthrough (--device) on arm64",
         ));
     }
     let mut inputs = open_inputs(cfg)?;
