@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# Benchmark: boot to guest userspace with granule vs qemu-system-x86_64 -accel kvm, in
-# the x86 test bed (nested SVM+NPT), same Debian kernel, initramfs and command line,
-# alternated ROUNDS times. Prints each run, both medians and the ratio granule/QEMU.
+# Benchmark: boot to guest userspace with granule vs QEMU -accel kvm, in a test bed
+# (x86: nested SVM+NPT, q35; arm64: KVM at EL2 in TCG's virt, VHE), same Debian kernel,
+# initramfs and command line (the console's name aside on arm64), alternated ROUNDS
+# times. Prints each run, both medians and the ratio granule/QEMU.
 # A measurement, not a test (goal: ratio <= 0.5).
-# Usage: ci/bench-boot.sh [ROUNDS] [VCPUS]    (defaults 5, 1)
+# Usage: ci/bench-boot.sh [ROUNDS] [VCPUS] [x86_64|aarch64]    (defaults 5, 1, x86_64)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-5} cpus=${2:-1}
+rounds=${1:-5} cpus=${2:-1} arch=${3:-x86_64}
 resources/bed-prepare.sh >/dev/null
 source .cache/bed/manifest.env
-img=.cache/bed/x86_64-bench-boot.cpio.gz
-resources/qemu-payload.sh .cache/bed/qemu-payload.cpio.gz
-cat "$X86_64_BOOT_INITRD" .cache/bed/qemu-payload.cpio.gz > "$img"
-# The bed configuration of the boot tests (tests/bed; README, "How the test beds run"):
-# one bed vCPU. GRANULE_BED_TCG / GRANULE_BED_SMP override it for experiments.
-# Each boot may take up to 120 s (2-vCPU boots take 15-35 s here).
-GRANULE_BED_SMP=${GRANULE_BED_SMP:-1} ci/x86-bed-run.sh "$img" bench-boot $((rounds * 400 + 120)) 3G \
+case $arch in
+    x86_64) deb=amd64 boot=$X86_64_BOOT_INITRD bed="x86 bed (nested SVM+NPT)"
+        # The bed configuration of the boot tests (tests/bed; README, "How the test
+        # beds run"): one bed vCPU. GRANULE_BED_SMP overrides it for experiments.
+        export GRANULE_BED_SMP=${GRANULE_BED_SMP:-1} ;;
+    aarch64) deb=arm64 boot=$AARCH64_BOOT_INITRD bed="arm64 bed (VHE)" ;;
+    *) echo "unknown arch $arch: use x86_64 or aarch64" >&2; exit 2 ;;
+esac
+img=.cache/bed/$arch-bench-boot.cpio.gz
+resources/qemu-payload.sh $deb .cache/bed/qemu-payload-$deb.cpio.gz
+cat "$boot" .cache/bed/qemu-payload-$deb.cpio.gz > "$img"
+# Each boot may take up to 120 s (arm64 and 2-vCPU x86 boots take 15-40 s here).
+ci/bed-run.sh "$arch" "$img" bench-boot $((rounds * 400 + 120)) 3G \
     "granule.rounds=$rounds granule.boot_cpus=$cpus granule.boot_timeout=120"
-log=target/bed-logs/x86_64-bench-boot.log
-python3 - "$log" "$cpus" <<'PY'
+log=target/bed-logs/$arch-bench-boot.log
+python3 - "$log" "$cpus" "$bed" <<'PY'
 import re, statistics, sys
 runs = {"granule": [], "qemu": [], "granule-elf": []}
 thp = "?"
@@ -28,7 +35,7 @@ for line in open(sys.argv[1], errors="replace"):
     m = re.match(r"GRANULE-BED: LINE (granule-elf|granule|qemu) (\S+)", line.strip())
     if m:
         runs[m.group(1)].append(m.group(2))
-print(f"boot to guest userspace, {sys.argv[2]} vCPU(s), x86 bed (nested SVM+NPT, bed THP {thp}), ms:")
+print(f"boot to guest userspace, {sys.argv[2]} vCPU(s), {sys.argv[3]}, bed THP {thp}, ms:")
 for vmm, vals in runs.items():
     print(f"  {vmm:<12} {' '.join(vals)}")
 ok = {k: [float(v) for v in vals if v != "FAIL"] for k, vals in runs.items()}

@@ -13,7 +13,7 @@ source .cache/bed/manifest.env
 kdir=$(dirname "$X86_64_KERNEL")
 img=.cache/bed/x86_64-bench.cpio.gz
 resources/initramfs.sh amd64 "$kdir" /bin/busybox target/x86_64-unknown-linux-gnu/release/granule "$img" "$upstream"
-ci/x86-bed-run.sh "$img" stress-vs-upstream $((rounds * 400 + 120)) 4G "granule.rounds=$rounds"
+ci/bed-run.sh x86_64 "$img" stress-vs-upstream $((rounds * 400 + 120)) 4G "granule.rounds=$rounds"
 log=target/bed-logs/x86_64-stress-vs-upstream.log
 python3 - "$log" <<'PY'
 import re, statistics, sys

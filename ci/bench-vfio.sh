@@ -15,7 +15,7 @@ source .cache/bed/manifest.env
 # 1 GiB of 1G pages and 1 GiB of 2M pages for the hugetlb backings.
 # One bed vCPU, as the boot tests run (README, "How the test beds run"): with two under
 # single-threaded TCG a 128 MiB touch ran for over 8 minutes.
-GRANULE_BED_SMP=${GRANULE_BED_SMP:-1} ci/x86-bed-run.sh "$X86_64_BOOT_INITRD" bench-vfio $((rounds * 1500 + 300)) 6G \
+GRANULE_BED_SMP=${GRANULE_BED_SMP:-1} ci/bed-run.sh x86_64 "$X86_64_BOOT_INITRD" bench-vfio $((rounds * 1500 + 300)) 6G \
     "granule.rounds=$rounds granule.touch_mib=$touch_mib hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=512"
 log=target/bed-logs/x86_64-bench-vfio.log
 python3 - "$log" <<'PY'
