@@ -16,6 +16,17 @@ impl RamRange {
     }
 }
 
+/// `hello`'s text as bytes, if it fits the `max` bytes an image has room for.
+pub fn hello_text(text: &str, max: usize) -> Result<&[u8], ImageError> {
+    if text.len() > max {
+        return Err(ImageError::TextTooLong {
+            len: text.len(),
+            max,
+        });
+    }
+    Ok(text.as_bytes())
+}
+
 /// `touch`'s unit: it writes one 4 KiB page at a time on every architecture.
 const PAGE: u64 = 4096;
 

@@ -39,6 +39,18 @@ pub fn guest_facts(out: &str) -> (u64, u64) {
     (field("cpus="), field("ram_bytes="))
 }
 
+/// The guest's init wrote the boot timer after granule started the vCPUs.
+pub fn assert_boot_timer_fired(c: &BootCase) {
+    let userspace = c.json["boot"]["userspace_ms"].as_f64().unwrap_or(0.0);
+    let started = c.json["boot"]["vcpus_started_ms"]
+        .as_f64()
+        .unwrap_or(f64::MAX);
+    assert!(
+        userspace > started,
+        "boot timer {userspace} ms after vCPU start {started} ms"
+    );
+}
+
 /// The kernel's warnings the guest's init picked out of dmesg (PCI, ACPI, device tree).
 pub fn kernel_warnings(out: &str) -> Vec<&str> {
     out.lines()

@@ -3,7 +3,9 @@
 
 use std::sync::Mutex;
 
-use granule_bed::{bed_available, boot_case, guest_facts, kernel_warnings, Arch, Bed};
+use granule_bed::{
+    assert_boot_timer_fired, bed_available, boot_case, guest_facts, kernel_warnings, Arch, Bed,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -61,14 +63,7 @@ fn check_two_vcpus_and_stdin(run: &granule_bed::BedRun) {
     );
     assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json);
     assert_eq!(c.json["format"], "image");
-    let userspace = c.json["boot"]["userspace_ms"].as_f64().unwrap_or(0.0);
-    let started = c.json["boot"]["vcpus_started_ms"]
-        .as_f64()
-        .unwrap_or(f64::MAX);
-    assert!(
-        userspace > started,
-        "boot timer {userspace} ms after vCPU start {started} ms"
-    );
+    assert_boot_timer_fired(&c);
     let warnings = kernel_warnings(&c.out);
     assert!(warnings.is_empty(), "{warnings:#?}");
 }

@@ -4,7 +4,10 @@
 use std::sync::Mutex;
 
 use clap::Parser;
-use granule_bed::{bed_available, boot_case, guest_facts, kernel_warnings, Arch, Bed, TcgThreads};
+use granule_bed::{
+    assert_boot_timer_fired, bed_available, boot_case, guest_facts, kernel_warnings, Arch, Bed,
+    TcgThreads,
+};
 
 /// One bed at a time: TCG wants the cores, and timings stay representative.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -202,14 +205,7 @@ fn x86_linux_boots_under_granule() {
     assert_eq!(guest_facts(&c.out), (1, guest_visible_ram(ram)));
     assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json);
     assert_eq!(c.json["format"], "bz_image");
-    let userspace = c.json["boot"]["userspace_ms"].as_f64().unwrap_or(0.0);
-    let started = c.json["boot"]["vcpus_started_ms"]
-        .as_f64()
-        .unwrap_or(f64::MAX);
-    assert!(
-        userspace > started,
-        "boot timer {userspace} ms after vCPU start {started} ms"
-    );
+    assert_boot_timer_fired(&c);
     assert!(c.err.contains("guest userspace"), "{}", c.err);
     // The PCI host bridge is enumerated (through ECAM from the MCFG table) and the kernel
     // has no warning about PCI, ACPI or the windows.

@@ -2,15 +2,8 @@
 //! kernel loaded, firmware tables written and vCPUs configured, and the console and
 //! platform devices the run loop watches.
 
-use std::sync::mpsc::Receiver;
-use std::sync::Arc;
-
-use granule_devices::pvpanic::PvPanic;
-use granule_devices::PlatformEvent;
-use vmm_sys_util::eventfd::EventFd;
-
-use super::console::{ConsoleSerial, PanicSlot};
 use super::files::KernelFormat;
+use super::platform::Platform;
 use super::{BootError, LinuxConfig};
 use crate::console::OutputQueue;
 use crate::kvm::KvmHandle;
@@ -20,14 +13,8 @@ use crate::vm::Vm;
 pub struct Prepared {
     /// The VM with its vCPUs created and configured.
     pub vm: Vm,
-    pub serial: Arc<ConsoleSerial>,
-    /// Signalled when the guest drained the UART's input FIFO.
-    pub drained: EventFd,
-    pub events: Receiver<PlatformEvent>,
-    /// Signalled by platform events, vCPU exits and a panic line.
-    pub wake: Arc<EventFd>,
-    pub panic: PanicSlot,
-    pub pvpanic: Arc<PvPanic>,
+    /// The console, boot timer, pvpanic and the events that wake the run loop.
+    pub platform: Platform,
     pub format: KernelFormat,
     /// Where the kernel's code lies in guest memory (for the stage-2 model).
     pub executed: Vec<(u64, u64)>,

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use vm_memory::{Bytes, GuestAddress};
@@ -56,6 +56,34 @@ pub fn open_file(what: &'static str, path: &Path) -> Result<(File, u64), BootErr
         });
     }
     Ok((file, meta.len()))
+}
+
+/// The first `n` bytes of the kernel `file` (fewer if it is shorter), for its header.
+pub fn read_head(path: &Path, file: &File, n: u64) -> Result<Vec<u8>, BootError> {
+    let mut head = Vec::with_capacity(n as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, n), &mut head).map_err(|error| {
+        BootError::ReadFile {
+            what: "kernel",
+            path: path.to_owned(),
+            error,
+        }
+    })?;
+    Ok(head)
+}
+
+/// An initramfs, opened and checked: not empty, and what [`open_file`] checks.
+pub type Initrd = (PathBuf, File, u64);
+
+/// Opens `path` as the initramfs, if there is one.
+pub fn open_initrd(path: Option<&PathBuf>) -> Result<Option<Initrd>, BootError> {
+    let Some(p) = path else {
+        return Ok(None);
+    };
+    let (file, len) = open_file("initramfs", p)?;
+    if len == 0 {
+        return Err(BootError::EmptyInitrd(p.clone()));
+    }
+    Ok(Some((p.clone(), file, len)))
 }
 
 /// Reads `len` bytes of `file` straight into guest memory at `gpa` (no copy through a

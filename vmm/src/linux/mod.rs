@@ -10,6 +10,7 @@ mod backend;
 mod console;
 mod ending;
 pub mod files;
+mod platform;
 mod run;
 pub mod signals;
 pub mod summary;
@@ -39,6 +40,15 @@ pub use summary::{BootSummary, End};
 /// (COM1 on x86; on arm64 the device tree's 16550, also its `stdout-path`),
 /// and reboot at once on panic (granule reports the panic and exits non-zero).
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
+
+/// A vCPU set-up step's KVM error as the boot error that names the vCPU and the step.
+pub(crate) fn vcpu_step<T>(
+    index: usize,
+    what: &'static str,
+    r: Result<T, kvm_ioctls::Error>,
+) -> Result<T, BootError> {
+    r.map_err(|error| BootError::VcpuSetup { index, what, error })
+}
 
 #[derive(Debug, Clone)]
 pub struct LinuxConfig {

@@ -13,6 +13,7 @@ use granule_devices::PlatformEvent;
 use super::backend::{BootBackend, Prepared};
 use super::console::{StdinPump, TerminalMode, WakeListener};
 use super::ending::EndJudge;
+use super::platform::Platform;
 use super::signals::InterruptScope;
 use super::summary::{BootSummary, BootTimes, ConsoleLoss, End, LeafShare};
 use super::{BootError, LinuxConfig};
@@ -48,17 +49,21 @@ pub fn boot(kvm: &KvmHandle, cfg: &LinuxConfig) -> Result<BootSummary, BootError
 fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
     let Prepared {
         vm,
+        platform,
+        format,
+        executed,
+        guest_page_size,
+        passthrough,
+    } = p;
+    let Platform {
         serial,
         drained,
         events,
         wake,
         panic,
         pvpanic,
-        format,
-        executed,
-        guest_page_size,
-        passthrough,
-    } = p;
+        ..
+    } = platform;
     // Dropped on every return below: handlers restored, wake fd unpublished.
     let interrupts = InterruptScope::install(wake.clone());
     let mut manager = EventManager::<Box<dyn MutEventSubscriber>>::new()

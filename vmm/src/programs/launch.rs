@@ -41,17 +41,27 @@ pub fn launch(
 }
 
 /// [`launch`], with `extra` devices on the console's bus (x86: port I/O, arm64: MMIO).
-#[cfg(target_arch = "aarch64")]
 pub fn launch_with(
     kvm: &KvmHandle,
     cfg: &RunConfig,
     console: impl Write + Send + 'static,
     extra: Vec<ExtraDevice>,
 ) -> Result<Launched, RunError> {
-    use granule_arch::aarch64::{layout, programs};
     if cfg.vcpus > kvm.max_vcpus() {
         return Err(RunError::TooManyVcpus(cfg.vcpus, kvm.max_vcpus()));
     }
+    build_and_start(kvm, cfg, console, extra)
+}
+
+/// arm64: the VM, the program and the console for [`launch_with`].
+#[cfg(target_arch = "aarch64")]
+fn build_and_start(
+    kvm: &KvmHandle,
+    cfg: &RunConfig,
+    console: impl Write + Send + 'static,
+    extra: Vec<ExtraDevice>,
+) -> Result<Launched, RunError> {
+    use granule_arch::aarch64::{layout, programs};
     // Built-in programs keep arm64 RAM from 0 and out of the [3 GiB, 4 GiB) report
     // and console page, as x86 does.
     let guest_ram = GuestRam::new(
@@ -113,17 +123,14 @@ fn start(
     })
 }
 
-/// [`launch`], with `extra` devices on the console's bus (x86: port I/O, arm64: MMIO).
+/// x86_64: the VM, the program and the console for [`launch_with`].
 #[cfg(target_arch = "x86_64")]
-pub fn launch_with(
+fn build_and_start(
     kvm: &KvmHandle,
     cfg: &RunConfig,
     console: impl Write + Send + 'static,
     extra: Vec<ExtraDevice>,
 ) -> Result<Launched, RunError> {
-    if cfg.vcpus > kvm.max_vcpus() {
-        return Err(RunError::TooManyVcpus(cfg.vcpus, kvm.max_vcpus()));
-    }
     let guest_ram = GuestRam::new(
         &cfg.zones,
         granule_arch::address_map::X86_64.ram_holes,

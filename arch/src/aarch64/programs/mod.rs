@@ -17,7 +17,7 @@ pub use workloads::PROBE_PATTERN;
 
 use super::layout::{IMAGE_BASE, MMIO_HOLE_END, VECTORS};
 use super::paging::{identity_map, PAGE};
-use crate::image::page_up;
+use crate::image::{hello_text, page_up};
 use crate::{touch_shares, GuestImage, ImageError, Program, RamRange, VcpuEntry};
 
 /// Longest text `hello` prints.
@@ -108,13 +108,7 @@ fn data_and_args(
     let mut data = Vec::new();
     match program {
         Program::Hello { text } => {
-            if text.len() > MAX_TEXT {
-                return Err(ImageError::TextTooLong {
-                    len: text.len(),
-                    max: MAX_TEXT,
-                });
-            }
-            data.extend_from_slice(text.as_bytes());
+            data.extend_from_slice(hello_text(text, MAX_TEXT)?);
             args.fill([data_base, text.len() as u64, 0, 0]);
         }
         Program::Touch => {

@@ -10,7 +10,7 @@
 //! ```
 
 use super::workloads::{encode, encode_for};
-use crate::image::page_up;
+use crate::image::{hello_text, page_up};
 use crate::x86_64::gdt;
 use crate::x86_64::layout::{IMAGE_BASE, MMIO_HOLE_END};
 use crate::x86_64::paging::{self, PAGE_2M, PAGE_4K};
@@ -69,13 +69,7 @@ pub fn build(
     let mut touch_tables = None;
     match program {
         Program::Hello { text } => {
-            if text.len() > MAX_TEXT {
-                return Err(ImageError::TextTooLong {
-                    len: text.len(),
-                    max: MAX_TEXT,
-                });
-            }
-            data = text.as_bytes().to_vec();
+            data = hello_text(text, MAX_TEXT)?.to_vec();
             args[0] = [0, data_base, 0, data.len() as u64];
         }
         Program::Touch => {

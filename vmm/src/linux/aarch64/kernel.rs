@@ -11,7 +11,7 @@ use granule_arch::aarch64::boot::ImageHeader;
 use linux_loader::loader::{KernelLoader, PE};
 use vm_memory::GuestAddress;
 
-use crate::linux::files::{open_file, KernelFormat};
+use crate::linux::files::{open_file, read_head, KernelFormat};
 use crate::linux::BootError;
 use crate::memory::GuestRam;
 
@@ -32,16 +32,8 @@ pub struct KernelImage {
 /// Opens and checks the kernel; an Image.gz is decompressed now, so every check on the
 /// Image itself happens before any memory is mapped.
 pub fn open(path: &Path) -> Result<KernelImage, BootError> {
-    let (mut file, len) = open_file("kernel", path)?;
-    let mut head = Vec::with_capacity(HEADER_LEN);
-    (&mut file)
-        .take(HEADER_LEN as u64)
-        .read_to_end(&mut head)
-        .map_err(|error| BootError::ReadFile {
-            what: "kernel",
-            path: path.to_owned(),
-            error,
-        })?;
+    let (file, len) = open_file("kernel", path)?;
+    let head = read_head(path, &file, HEADER_LEN as u64)?;
     let image_err = |error| BootError::Image {
         path: path.to_owned(),
         error,

@@ -3,28 +3,20 @@
 //! first RAM range, the vCPUs (then the GIC, which KVM sizes by them), and the
 //! platform devices on MMIO: the 16550 console, the boot timer and pvpanic.
 
-use std::fs::File;
-use std::path::PathBuf;
-use std::sync::mpsc::channel;
-use std::sync::Arc;
-
 use granule_arch::aarch64::boot::layout::{
     BOOT_TIMER, BOOT_TIMER_MAGIC, GIC_DIST, GIC_ITS, GIC_REDIST, MAX_VCPUS, PVPANIC,
     PVPANIC_REG_LEN, SPI_COUNT, UART, UART_SPI,
 };
 use granule_arch::aarch64::boot::{place, DeviceTree, GicLayout};
-use granule_devices::boot_timer::BootTimer;
-use granule_devices::pvpanic::{PvPanic, PVPANIC_LEN};
-use granule_devices::serial::{EventFdTrigger, InputDrained, SERIAL_PORT_LEN};
-use granule_devices::{EventSink, SerialPort};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use granule_devices::pvpanic::PVPANIC_LEN;
+use granule_devices::serial::SERIAL_PORT_LEN;
 
 use super::{kernel, vcpu};
 use crate::console::OutputQueue;
 use crate::kvm::KvmHandle;
 use crate::linux::backend::Prepared;
-use crate::linux::console::{ConsoleOut, PanicSlot};
-use crate::linux::files::{open_file, read_into};
+use crate::linux::files::{open_initrd, read_into, Initrd};
+use crate::linux::platform::Platform;
 use crate::linux::{BootError, LinuxConfig};
 use crate::memory::GuestRam;
 use crate::vm::Vm;
@@ -42,7 +34,7 @@ const GIC: GicLayout = GicLayout {
 /// The user's files, opened and checked before any memory is mapped.
 struct Inputs {
     image: kernel::KernelImage,
-    initrd: Option<(PathBuf, File, u64)>,
+    initrd: Option<Initrd>,
 }
 
 fn open_inputs(cfg: &LinuxConfig) -> Result<Inputs, BootError> {
@@ -56,16 +48,7 @@ fn open_inputs(cfg: &LinuxConfig) -> Result<Inputs, BootError> {
         });
     }
     let image = kernel::open(&cfg.kernel)?;
-    let initrd = match &cfg.initrd {
-        Some(p) => {
-            let (file, len) = open_file("initramfs", p)?;
-            if len == 0 {
-                return Err(BootError::EmptyInitrd(p.clone()));
-            }
-            Some((p.clone(), file, len))
-        }
-        None => None,
-    };
+    let initrd = open_initrd(cfg.initrd.as_ref())?;
     Ok(Inputs { image, initrd })
 }
 
@@ -139,12 +122,7 @@ pub fn prepare(
     }
     Ok(Prepared {
         vm,
-        serial: devices.serial,
-        drained: devices.drained,
-        events: devices.events,
-        wake: devices.wake,
-        panic: devices.panic,
-        pvpanic: devices.pvpanic,
+        platform: devices,
         format: inputs.image.format(),
         executed: vec![(entry, entry + header.image_size)],
         guest_page_size: header.page_size.unwrap_or(PAGE),
@@ -165,54 +143,13 @@ fn rng_seed() -> [u8; 32] {
     seed
 }
 
-/// The platform devices the run loop watches.
-struct Devices {
-    serial: Arc<crate::linux::console::ConsoleSerial>,
-    drained: EventFd,
-    events: std::sync::mpsc::Receiver<granule_devices::PlatformEvent>,
-    wake: Arc<EventFd>,
-    panic: PanicSlot,
-    pvpanic: Arc<PvPanic>,
-}
-
 /// The console UART, the boot timer and pvpanic on the MMIO bus. Power-off and reset
-/// come from PSCI through KVM as vCPU exits, so there is no power device. Every event
-/// that can end the run also signals `wake`.
-fn add_devices(vm: &mut Vm, out: OutputQueue) -> Result<Devices, BootError> {
-    let wake = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(BootError::EventFd)?);
-    vm.notify_exits(wake.clone());
-    let (tx, events) = channel();
-    let sink = EventSink::new(tx, Some(wake.clone()));
-    let panic = PanicSlot::default();
-    let irq = EventFd::new(EFD_NONBLOCK).map_err(BootError::EventFd)?;
-    vm.fd()
-        .register_irqfd(&irq, UART_SPI)
-        .map_err(|error| BootError::Kvm {
-            what: "KVM_IRQFD (UART)",
-            error,
-        })?;
-    let drained = EventFd::new(EFD_NONBLOCK).map_err(BootError::EventFd)?;
-    let drained_dev = drained.try_clone().map_err(BootError::EventFd)?;
-    let serial = Arc::new(SerialPort::with_interrupt(
-        EventFdTrigger(irq),
-        InputDrained(drained_dev),
-        ConsoleOut::new(out, panic.clone()),
-    ));
+/// come from PSCI through KVM as vCPU exits, so there is no power device.
+fn add_devices(vm: &mut Vm, out: OutputQueue) -> Result<Platform, BootError> {
+    let p = Platform::new(vm, out, UART_SPI, BOOT_TIMER_MAGIC)?;
     let mmio = vm.mmio();
-    mmio.insert(UART.0, SERIAL_PORT_LEN, serial.clone())?;
-    mmio.insert(
-        BOOT_TIMER.0,
-        1,
-        Arc::new(BootTimer::new(BOOT_TIMER_MAGIC, sink.clone())),
-    )?;
-    let pvpanic = Arc::new(PvPanic::new(sink));
-    mmio.insert(PVPANIC.0, PVPANIC_LEN, pvpanic.clone())?;
-    Ok(Devices {
-        serial,
-        drained,
-        events,
-        wake,
-        panic,
-        pvpanic,
-    })
+    mmio.insert(UART.0, SERIAL_PORT_LEN, p.serial.clone())?;
+    mmio.insert(BOOT_TIMER.0, 1, p.boot_timer.clone())?;
+    mmio.insert(PVPANIC.0, PVPANIC_LEN, p.pvpanic.clone())?;
+    Ok(p)
 }

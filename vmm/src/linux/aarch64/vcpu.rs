@@ -6,7 +6,7 @@ use granule_arch::aarch64::regs::{sys_reg, PSTATE_EL1H};
 use kvm_bindings::{kvm_vcpu_init, KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2};
 use kvm_ioctls::{VcpuFd, VmFd};
 
-use crate::linux::BootError;
+use crate::linux::{vcpu_step, BootError};
 use crate::vcpu::regs_aarch64::{xreg, PC, PSTATE};
 
 /// MPIDR_EL1, which KVM derives from the vCPU id at reset.
@@ -14,19 +14,11 @@ const MPIDR_EL1: u64 = sys_reg(3, 0, 0, 0, 5);
 /// The affinity fields Aff3..Aff0 of MPIDR_EL1.
 const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
 
-fn step<T>(
-    index: usize,
-    what: &'static str,
-    r: Result<T, kvm_ioctls::Error>,
-) -> Result<T, BootError> {
-    r.map_err(|error| BootError::VcpuSetup { index, what, error })
-}
-
 /// KVM_ARM_VCPU_INIT for vCPU `index`: the host's preferred CPU type with PSCI 0.2+;
 /// every vCPU but the first starts powered off.
 pub fn init(vm: &VmFd, vcpu: &VcpuFd, index: usize) -> Result<(), BootError> {
     let mut kvi = kvm_vcpu_init::default();
-    step(
+    vcpu_step(
         index,
         "KVM_ARM_PREFERRED_TARGET",
         vm.get_preferred_target(&mut kvi),
@@ -35,13 +27,13 @@ pub fn init(vm: &VmFd, vcpu: &VcpuFd, index: usize) -> Result<(), BootError> {
     if index > 0 {
         kvi.features[0] |= 1 << KVM_ARM_VCPU_POWER_OFF;
     }
-    step(index, "KVM_ARM_VCPU_INIT", vcpu.vcpu_init(&kvi))
+    vcpu_step(index, "KVM_ARM_VCPU_INIT", vcpu.vcpu_init(&kvi))
 }
 
 /// The vCPU's MPIDR affinity, which the device tree's cpu node must give as `reg`.
 pub fn mpidr(vcpu: &VcpuFd, index: usize) -> Result<u64, BootError> {
     let mut b = [0u8; 8];
-    step(
+    vcpu_step(
         index,
         "reading MPIDR_EL1",
         vcpu.get_one_reg(MPIDR_EL1, &mut b),
@@ -61,7 +53,7 @@ pub fn set_boot_regs(vcpu: &VcpuFd, entry: u64, fdt: u64) -> Result<(), BootErro
         (xreg(3), 0),
     ];
     for (id, value) in regs {
-        step(
+        vcpu_step(
             0,
             "KVM_SET_ONE_REG",
             vcpu.set_one_reg(id, &value.to_le_bytes()),

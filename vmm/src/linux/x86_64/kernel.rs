@@ -5,7 +5,6 @@
 //! straight into guest memory (one copy, no buffer the size of the kernel).
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use granule_arch::x86_64::boot::bzimage::{self, BzImageInfo, ENTRY_64_OFFSET};
@@ -15,7 +14,7 @@ use granule_arch::x86_64::boot::KernelError;
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::GuestAddress;
 
-use crate::linux::files::{open_file, KernelFormat};
+use crate::linux::files::{open_file, read_head, KernelFormat};
 use crate::linux::BootError;
 use crate::memory::GuestRam;
 
@@ -55,15 +54,7 @@ pub struct LoadedKernel {
 /// Opens and checks a kernel: a bzImage (by its "HdrS" header) or an ELF vmlinux.
 pub fn open(path: &Path) -> Result<KernelImage, BootError> {
     let (file, len) = open_file("kernel", path)?;
-    let mut head = Vec::with_capacity(HEAD_LEN as usize);
-    (&file)
-        .take(HEAD_LEN)
-        .read_to_end(&mut head)
-        .map_err(|error| BootError::ReadFile {
-            what: "kernel",
-            path: path.to_owned(),
-            error,
-        })?;
+    let head = read_head(path, &file, HEAD_LEN)?;
     let checked = if len == 0 {
         Err(KernelError::Empty)
     } else if elf::is_elf(&head) {

@@ -2,9 +2,6 @@
 //! 32-bit hole, the in-kernel irqchip and PIT (before any vCPU, as KVM requires),
 //! ACPI tables, the zero page, the platform devices and each vCPU's state.
 
-use std::fs::File;
-use std::path::PathBuf;
-use std::sync::mpsc::channel;
 use std::sync::Arc;
 
 use granule_arch::x86_64::boot::acpi_pci::PciWindows;
@@ -15,20 +12,17 @@ use granule_arch::x86_64::boot::layout::{
 };
 use granule_arch::x86_64::boot::{acpi, e820, tables};
 use granule_arch::x86_64::layout::{COM1_PORT, MMIO_HOLE_START, PCI_ECAM_BASE, PCI_ECAM_SIZE};
-use granule_devices::boot_timer::BootTimer;
 use granule_devices::power::{acpi_power_len, AcpiPower, I8042Reset, I8042_LEN};
-use granule_devices::pvpanic::{PvPanic, PVPANIC_LEN};
-use granule_devices::serial::{EventFdTrigger, InputDrained, SERIAL_PORT_LEN};
-use granule_devices::{EventSink, SerialPort};
+use granule_devices::pvpanic::PVPANIC_LEN;
+use granule_devices::serial::SERIAL_PORT_LEN;
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{kernel, vcpu, zero_page};
 use crate::console::OutputQueue;
 use crate::kvm::KvmHandle;
 use crate::linux::backend::Prepared;
-use crate::linux::console::{ConsoleOut, PanicSlot};
-use crate::linux::files::open_file;
+use crate::linux::files::{open_initrd, Initrd};
+use crate::linux::platform::Platform;
 use crate::linux::{BootError, LinuxConfig};
 use crate::memory::GuestRam;
 use crate::vm::Vm;
@@ -46,22 +40,13 @@ fn kvm_step<T>(what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T,
 /// The user's files, opened and checked before any memory is mapped.
 struct Inputs {
     image: kernel::KernelImage,
-    initrd: Option<(PathBuf, File, u64)>,
+    initrd: Option<Initrd>,
     cmdline: Vec<u8>,
 }
 
 fn open_inputs(cfg: &LinuxConfig) -> Result<Inputs, BootError> {
     let image = kernel::open(&cfg.kernel)?;
-    let initrd = match &cfg.initrd {
-        Some(p) => {
-            let (file, len) = open_file("initramfs", p)?;
-            if len == 0 {
-                return Err(BootError::EmptyInitrd(p.clone()));
-            }
-            Some((p.clone(), file, len))
-        }
-        None => None,
-    };
+    let initrd = open_initrd(cfg.initrd.as_ref())?;
     let cmdline = kernel::cmdline_bytes(&cfg.cmdline, image.cmdline_max())?;
     Ok(Inputs {
         image,
@@ -121,12 +106,7 @@ pub fn prepare(
     }
     Ok(Prepared {
         vm,
-        serial: devices.serial,
-        drained: devices.drained,
-        events: devices.events,
-        wake: devices.wake,
-        panic: devices.panic,
-        pvpanic: devices.pvpanic,
+        platform: devices,
         format: loaded.format,
         executed: vec![(HIMEM_START, loaded.end)],
         guest_page_size: crate::vcpu::setup_x86_64::guest_page_size(&supported),
@@ -202,41 +182,17 @@ fn pci_windows(ram: &[granule_arch::RamRange]) -> PciWindows {
     }
 }
 
-/// The platform devices the run loop watches.
-struct Devices {
-    serial: Arc<crate::linux::console::ConsoleSerial>,
-    drained: EventFd,
-    events: std::sync::mpsc::Receiver<granule_devices::PlatformEvent>,
-    wake: Arc<EventFd>,
-    panic: PanicSlot,
-    pvpanic: Arc<PvPanic>,
-}
-
 /// The console UART on COM1, ACPI power, the i8042 reset line, the boot timer and
-/// pvpanic. Every event that can end the run also signals `wake`, so the main loop
-/// sleeps until something happens instead of polling.
-fn add_devices(vm: &mut Vm, out: OutputQueue) -> Result<Devices, BootError> {
-    let wake = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(BootError::EventFd)?);
-    vm.notify_exits(wake.clone());
-    let (tx, events) = channel();
-    let sink = EventSink::new(tx, Some(wake.clone()));
-    let panic = PanicSlot::default();
-    let irq = EventFd::new(EFD_NONBLOCK).map_err(BootError::EventFd)?;
-    kvm_step("KVM_IRQFD (COM1)", vm.fd().register_irqfd(&irq, COM1_IRQ))?;
-    let drained = EventFd::new(EFD_NONBLOCK).map_err(BootError::EventFd)?;
-    let drained_dev = drained.try_clone().map_err(BootError::EventFd)?;
-    let serial = Arc::new(SerialPort::with_interrupt(
-        EventFdTrigger(irq),
-        InputDrained(drained_dev),
-        ConsoleOut::new(out, panic.clone()),
-    ));
+/// pvpanic.
+fn add_devices(vm: &mut Vm, out: OutputQueue) -> Result<Platform, BootError> {
+    let p = Platform::new(vm, out, COM1_IRQ, ports::BOOT_TIMER_MAGIC)?;
     let pio = vm.pio();
-    pio.insert(u64::from(COM1_PORT), SERIAL_PORT_LEN, serial.clone())?;
+    pio.insert(u64::from(COM1_PORT), SERIAL_PORT_LEN, p.serial.clone())?;
     pio.insert(
         u64::from(ports::ACPI_SLEEP_CONTROL),
         acpi_power_len(RESET_OFFSET),
         Arc::new(AcpiPower::new(
-            sink.clone(),
+            p.sink.clone(),
             SLEEP_TYPE_S5,
             RESET_OFFSET,
             ports::ACPI_RESET_VALUE,
@@ -245,22 +201,10 @@ fn add_devices(vm: &mut Vm, out: OutputQueue) -> Result<Devices, BootError> {
     pio.insert(
         u64::from(ports::I8042_DATA),
         I8042_LEN,
-        Arc::new(I8042Reset::new(sink.clone())),
+        Arc::new(I8042Reset::new(p.sink.clone())),
     )?;
-    pio.insert(
-        u64::from(ports::BOOT_TIMER),
-        1,
-        Arc::new(BootTimer::new(ports::BOOT_TIMER_MAGIC, sink.clone())),
-    )?;
-    let pvpanic = Arc::new(PvPanic::new(sink));
-    pio.insert(u64::from(ports::PVPANIC), PVPANIC_LEN, pvpanic.clone())?;
+    pio.insert(u64::from(ports::BOOT_TIMER), 1, p.boot_timer.clone())?;
+    pio.insert(u64::from(ports::PVPANIC), PVPANIC_LEN, p.pvpanic.clone())?;
     vm.devices().add_pci_host(ECAM, true)?;
-    Ok(Devices {
-        serial,
-        drained,
-        events,
-        wake,
-        panic,
-        pvpanic,
-    })
+    Ok(p)
 }

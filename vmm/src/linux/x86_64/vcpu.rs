@@ -8,6 +8,7 @@ use kvm_bindings::{kvm_fpu, kvm_lapic_state, kvm_msr_entry, CpuId, Msrs};
 use kvm_ioctls::VcpuFd;
 
 use super::{cpuid, BootError};
+use crate::linux::vcpu_step;
 
 const MSR_IA32_TSC: u32 = 0x10;
 const MSR_IA32_SYSENTER_CS: u32 = 0x174;
@@ -64,14 +65,6 @@ fn with_delivery_mode(lvt: u32, mode: u32) -> u32 {
     (lvt & !0x700) | (mode << 8)
 }
 
-fn step<T>(
-    index: usize,
-    what: &'static str,
-    r: Result<T, kvm_ioctls::Error>,
-) -> Result<T, BootError> {
-    r.map_err(|error| BootError::VcpuSetup { index, what, error })
-}
-
 /// Configures vCPU `index` of `count`; `entry` is the kernel's 64-bit entry.
 pub fn configure(
     fd: &VcpuFd,
@@ -82,7 +75,7 @@ pub fn configure(
     entry: u64,
 ) -> Result<(), BootError> {
     let c = cpuid::for_vcpu(supported, index as u32, count as u32);
-    step(index, "KVM_SET_CPUID2", fd.set_cpuid2(&c))?;
+    vcpu_step(index, "KVM_SET_CPUID2", fd.set_cpuid2(&c))?;
 
     let wanted: Vec<kvm_msr_entry> = boot_msrs()
         .into_iter()
@@ -94,7 +87,7 @@ pub fn configure(
         })
         .collect();
     let msrs = Msrs::from_entries(&wanted).map_err(|_| BootError::MsrCount(wanted.len()))?;
-    let set = step(index, "KVM_SET_MSRS", fd.set_msrs(&msrs))?;
+    let set = vcpu_step(index, "KVM_SET_MSRS", fd.set_msrs(&msrs))?;
     if set != wanted.len() {
         let failed = wanted.get(set).map(|m| m.index).unwrap_or_default();
         return Err(BootError::MsrRefused { index, msr: failed });
@@ -105,19 +98,19 @@ pub fn configure(
         mxcsr: 0x1f80,
         ..Default::default()
     };
-    step(index, "KVM_SET_FPU", fd.set_fpu(&fpu))?;
+    vcpu_step(index, "KVM_SET_FPU", fd.set_fpu(&fpu))?;
 
-    let mut lapic = step(index, "KVM_GET_LAPIC", fd.get_lapic())?;
+    let mut lapic = vcpu_step(index, "KVM_GET_LAPIC", fd.get_lapic())?;
     let lint0 = with_delivery_mode(lapic_reg(&lapic, APIC_LVT0), APIC_MODE_EXTINT);
     let lint1 = with_delivery_mode(lapic_reg(&lapic, APIC_LVT1), APIC_MODE_NMI);
     set_lapic_reg(&mut lapic, APIC_LVT0, lint0);
     set_lapic_reg(&mut lapic, APIC_LVT1, lint1);
-    step(index, "KVM_SET_LAPIC", fd.set_lapic(&lapic))?;
+    vcpu_step(index, "KVM_SET_LAPIC", fd.set_lapic(&lapic))?;
 
     if index == 0 {
-        let sregs = boot_sregs(step(index, "KVM_GET_SREGS", fd.get_sregs())?);
-        step(index, "KVM_SET_SREGS", fd.set_sregs(&sregs))?;
-        step(index, "KVM_SET_REGS", fd.set_regs(&boot_regs(entry)))?;
+        let sregs = boot_sregs(vcpu_step(index, "KVM_GET_SREGS", fd.get_sregs())?);
+        vcpu_step(index, "KVM_SET_SREGS", fd.set_sregs(&sregs))?;
+        vcpu_step(index, "KVM_SET_REGS", fd.set_regs(&boot_regs(entry)))?;
     }
     Ok(())
 }
