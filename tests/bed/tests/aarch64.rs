@@ -71,8 +71,10 @@ fn check_two_vcpus_and_stdin(run: &granule_bed::BedRun) {
 /// VHE (the bed's default): the probe, then granule boots the bed's Debian 6.12 arm64
 /// kernel: the Image and the Image.gz, 1 and 2 vCPUs, the console both ways, PSCI
 /// poweroff and reset, a panic (the bed's kernel has no pvpanic driver, so the panic
-/// line and the reset after it), a panic line that is not a panic, the boot timer
-/// and the stage-2 prediction with hugetlb backing. Every case runs once.
+/// line and the reset after it), the boot timer and the stage-2 prediction with
+/// hugetlb backing. Every case runs once. (A panic line that is not a panic is judged
+/// by the same code as on x86, whose bed runs that case; the PSCI side of it is a unit
+/// test in linux/ending.rs.)
 #[test]
 fn arm64_vhe_probe_and_linux_boots() {
     let Some(run) = probe_and_boot(
@@ -80,7 +82,7 @@ fn arm64_vhe_probe_and_linux_boots() {
         "probe-vhe",
         "hugepagesz=2M hugepages=300",
         "arm64_vhe",
-        "2cpu-stdin,2cpu-hugetlb,reboot,panic,fake-panic",
+        "2cpu-stdin,2cpu-hugetlb,reboot,panic",
     ) else {
         return;
     };
@@ -231,14 +233,4 @@ fn check_other_cases(run: &granule_bed::BedRun) {
     let reason = c.json["end"]["reason"].as_str().unwrap_or("");
     assert!(reason.contains("sysrq triggered crash"), "{reason}");
     assert!(c.err.contains("panicked"), "{}", c.err);
-
-    // A panic line printed by the guest's init is only text: it powers off after it.
-    let c = boot_case(run, "fake-panic");
-    assert!(
-        c.out.contains("Kernel panic - not syncing: printed by"),
-        "{}",
-        c.out
-    );
-    assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
-    assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json["end"]);
 }

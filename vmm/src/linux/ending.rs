@@ -232,6 +232,42 @@ mod tests {
         assert!(matches!(end, Some(End::Crashed { vcpu: 1, .. })), "{end:?}");
     }
 
+    /// arm64: PSCI SYSTEM_OFF and SYSTEM_RESET arrive as vCPU outcomes and end the run
+    /// like ACPI's: power-off, reboot, or (right after a panic line, without a pvpanic
+    /// driver) a panic; a panic line long before a power-off is only text.
+    #[test]
+    fn psci_power_off_and_reset_end_the_run_like_acpi() {
+        let t0 = Instant::now();
+        let (mut j, _) = judge(false);
+        assert_eq!(
+            j.vcpu_ended(0, VcpuOutcome::PowerOff, t0),
+            Some(End::PowerOff)
+        );
+        let (mut j, _) = judge(false);
+        assert_eq!(
+            j.vcpu_ended(1, VcpuOutcome::Reset, t0),
+            Some(End::Reboot {
+                via: "PSCI SYSTEM_RESET".into()
+            })
+        );
+        let (mut j, slot) = judge(false);
+        print_line(
+            &slot,
+            "Kernel panic - not syncing: sysrq triggered crash",
+            t0,
+        );
+        let end = j.vcpu_ended(0, VcpuOutcome::Reset, t0 + Duration::from_millis(50));
+        assert!(
+            matches!(&end, Some(End::Panic { via, .. }) if via == LINE_THEN_RESET),
+            "{end:?}"
+        );
+        // What the guest's init does in the bed's fake-panic case: a line, 3 s, poweroff.
+        let (mut j, slot) = judge(false);
+        print_line(&slot, "Kernel panic - not syncing: printed by init", t0);
+        let end = j.vcpu_ended(0, VcpuOutcome::PowerOff, t0 + Duration::from_secs(3));
+        assert_eq!(end, Some(End::PowerOff));
+    }
+
     #[test]
     fn timeout_interrupt_and_power_off() {
         let t0 = Instant::now();
