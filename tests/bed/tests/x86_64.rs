@@ -12,19 +12,9 @@ use granule_bed::{
 /// One bed at a time: TCG wants the cores, and timings stay representative.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-#[test]
-fn x86_probe_sees_svm_npt_and_a_vfio_device() {
-    let Some(m) = bed_available(
-        "bed_x86_probe_sees_svm_npt_and_a_vfio_device",
-        Arch::X86_64.qemu(),
-    ) else {
-        return;
-    };
-    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let run = Bed::new(Arch::X86_64, "probe")
-        .run(&m)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(run.rc, 0, "{}", run.tail());
+/// `granule probe` in the bed: SVM with NPT, /dev/vfio, the ivshmem device bound to
+/// vfio-pci with its 1 GiB BAR able to take 1G leaves.
+fn check_probe(run: &granule_bed::BedRun) {
     let v = run
         .json("probe")
         .unwrap_or_else(|| panic!("no probe JSON\n{}", run.tail()));
@@ -176,31 +166,42 @@ fn guest_visible_ram(requested: u64) -> u64 {
     requested - (HIMEM_START - EBDA_START)
 }
 
-/// `granule run --kernel` boots the bed's Debian 6.12 kernel on real nested SVM+NPT:
-/// bzImage and ELF, 1 and 2 vCPUs, the console both ways, poweroff, reboot, panic (and
-/// a panic line that is not a panic), the PCI host bridge, the boot timer and the
-/// stage-2 share with hugetlb backing. Every case runs once, in a bed with one vCPU: with two, no VMM
-/// boots a 2-vCPU guest reliably in this bed (README, "How the test beds run").
+/// The probe, then `granule run --kernel` boots the bed's Debian 6.12 kernel on real
+/// nested SVM+NPT: bzImage and ELF, 1 and 2 vCPUs, the console both ways, poweroff,
+/// reboot, panic (and a panic line that is not a panic), the PCI host bridge, the boot
+/// timer and the stage-2 share with hugetlb backing. One bed boot serves both. Every
+/// case runs once, in a bed with one vCPU: with two, no VMM boots a 2-vCPU guest
+/// reliably in this bed (README, "How the test beds run").
 #[test]
-fn x86_linux_boots_under_granule() {
-    let Some(m) = bed_available("bed_x86_linux_boots_under_granule", Arch::X86_64.qemu()) else {
+fn x86_probe_and_linux_boots() {
+    let Some(m) = bed_available("bed_x86_probe_and_linux_boots", Arch::X86_64.qemu()) else {
         return;
     };
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     // Six cases of at most 120 s each (granule's --timeout), plus the bed's own boot.
-    let run = Bed::new(Arch::X86_64, "boot")
+    let run = Bed::new(Arch::X86_64, "probe")
+        .label("probe-boot")
         .initrd("X86_64_BOOT_INITRD")
         .tcg(TcgThreads::Single)
         .cpus(1)
         .timeout(std::time::Duration::from_secs(900))
-        .cmdline("hugepagesz=2M hugepages=300")
+        .cmdline(
+            "hugepagesz=2M hugepages=300 \
+             granule.boot_cases=1cpu,2cpu-stdin,2cpu-hugetlb,reboot,panic,fake-panic",
+        )
         .run(&m)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(run.rc, 0, "{}", run.tail());
-    let ram = 256u64 << 20;
+    check_probe(&run);
+    check_first_boot(&run);
+    check_other_cases(&run);
+}
 
+/// bzImage, 1 vCPU, poweroff; the PCI host bridge and ECAM as the kernel sees them.
+fn check_first_boot(run: &granule_bed::BedRun) {
+    let ram = 256u64 << 20;
     // bzImage, 1 vCPU, poweroff: exit 0, the guest sees 1 CPU and the RAM asked for.
-    let c = boot_case(&run, "1cpu");
+    let c = boot_case(run, "1cpu");
     assert_eq!(c.rc, 0, "poweroff exits 0\n{}\n{}", c.out, c.err);
     assert_eq!(guest_facts(&c.out), (1, guest_visible_ram(ram)));
     assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json);
@@ -229,9 +230,13 @@ fn x86_linux_boots_under_granule() {
             && !l.contains("not reserved")),
         "{ecam:#?}"
     );
+}
 
+/// The cases after the first: 2 vCPUs with stdin, hugetlb, reboot, panic, fake panic.
+fn check_other_cases(run: &granule_bed::BedRun) {
+    let ram = 256u64 << 20;
     // bzImage, 2 vCPUs (4K-backed): a line on granule's stdin runs in the guest's shell.
-    let c = boot_case(&run, "2cpu-stdin");
+    let c = boot_case(run, "2cpu-stdin");
     assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
     assert_eq!(guest_facts(&c.out), (2, guest_visible_ram(ram)));
     assert!(
@@ -241,7 +246,7 @@ fn x86_linux_boots_under_granule() {
     );
 
     // ELF vmlinux, 2 vCPUs, hugetlb 2M: mapped guest RAM is (nearly) all in 2M leaves.
-    let c = boot_case(&run, "2cpu-hugetlb");
+    let c = boot_case(run, "2cpu-hugetlb");
     assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
     assert_eq!(c.json["format"], "elf");
     assert_eq!(guest_facts(&c.out).0, 2);
@@ -257,7 +262,7 @@ fn x86_linux_boots_under_granule() {
     assert_eq!(c.json["stage2"]["verdict"], "match", "{}", c.json["stage2"]);
 
     // A reboot (Linux's default: the ACPI reset register) ends the VM with exit 0.
-    let c = boot_case(&run, "reboot");
+    let c = boot_case(run, "reboot");
     assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
     assert_eq!(c.json["end"]["kind"], "reboot", "{}", c.json);
     assert_eq!(c.json["end"]["via"], "ACPI reset register");
@@ -265,7 +270,7 @@ fn x86_linux_boots_under_granule() {
 
     // A kernel panic, signalled by the guest's pvpanic driver: non-zero exit, the
     // console's panic line as the reason.
-    let c = boot_case(&run, "panic");
+    let c = boot_case(run, "panic");
     assert_eq!(c.rc, 3, "{}\n{}", c.out, c.err);
     assert_eq!(c.json["end"]["kind"], "panic");
     assert_eq!(c.json["end"]["via"], "pvpanic", "{}", c.json["end"]);
@@ -275,7 +280,7 @@ fn x86_linux_boots_under_granule() {
 
     // A panic line printed by the guest's init is only text: the guest then powers
     // off, and that is how the run ends.
-    let c = boot_case(&run, "fake-panic");
+    let c = boot_case(run, "fake-panic");
     assert!(
         c.out.contains("Kernel panic - not syncing: printed by"),
         "{}",
