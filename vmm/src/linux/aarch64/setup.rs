@@ -59,11 +59,10 @@ pub fn prepare(
     cfg: &LinuxConfig,
     out: OutputQueue,
 ) -> Result<Prepared, BootError> {
-    let max = kvm.max_vcpus().min(MAX_VCPUS as usize);
     if cfg.vcpus > kvm.max_vcpus() {
         return Err(BootError::TooManyVcpus(cfg.vcpus, kvm.max_vcpus()));
     }
-    if cfg.vcpus > max {
+    if cfg.vcpus as u64 > MAX_VCPUS {
         return Err(BootError::TooManyRedistributors(cfg.vcpus, MAX_VCPUS));
     }
     if !cfg.devices.is_empty() {

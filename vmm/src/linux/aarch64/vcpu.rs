@@ -1,33 +1,25 @@
-//! An arm64 Linux guest's vCPUs: KVM_ARM_VCPU_INIT with KVM's in-kernel PSCI, the boot
-//! vCPU at the kernel's entry with the device tree's address in x0, the others powered
-//! off until the kernel starts them with PSCI CPU_ON.
+//! An arm64 Linux guest's vCPUs: KVM's in-kernel PSCI, the boot vCPU at the kernel's
+//! entry with the device tree's address in x0, the others powered off until the kernel
+//! starts them with PSCI CPU_ON.
 
-use granule_arch::aarch64::regs::{sys_reg, PSTATE_EL1H};
-use kvm_bindings::{kvm_vcpu_init, KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2};
+use granule_arch::aarch64::regs::sys_reg;
 use kvm_ioctls::{VcpuFd, VmFd};
 
 use crate::linux::{vcpu_step, BootError};
-use crate::vcpu::regs_aarch64::{xreg, PC, PSTATE};
+use crate::vcpu::setup_aarch64;
 
 /// MPIDR_EL1, which KVM derives from the vCPU id at reset.
 const MPIDR_EL1: u64 = sys_reg(3, 0, 0, 0, 5);
 /// The affinity fields Aff3..Aff0 of MPIDR_EL1.
 const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
 
-/// KVM_ARM_VCPU_INIT for vCPU `index`: the host's preferred CPU type with PSCI 0.2+;
-/// every vCPU but the first starts powered off.
+/// KVM_ARM_VCPU_INIT for vCPU `index`; every vCPU but the first starts powered off.
 pub fn init(vm: &VmFd, vcpu: &VcpuFd, index: usize) -> Result<(), BootError> {
-    let mut kvi = kvm_vcpu_init::default();
     vcpu_step(
         index,
-        "KVM_ARM_PREFERRED_TARGET",
-        vm.get_preferred_target(&mut kvi),
-    )?;
-    kvi.features[0] |= 1 << KVM_ARM_VCPU_PSCI_0_2;
-    if index > 0 {
-        kvi.features[0] |= 1 << KVM_ARM_VCPU_POWER_OFF;
-    }
-    vcpu_step(index, "KVM_ARM_VCPU_INIT", vcpu.vcpu_init(&kvi))
+        "KVM_ARM_VCPU_INIT",
+        setup_aarch64::init(vcpu, vm, index > 0),
+    )
 }
 
 /// The vCPU's MPIDR affinity, which the device tree's cpu node must give as `reg`.
@@ -44,20 +36,9 @@ pub fn mpidr(vcpu: &VcpuFd, index: usize) -> Result<u64, BootError> {
 /// The boot protocol's entry state: EL1h with interrupts masked, MMU off (KVM's reset
 /// state), pc at the kernel, x0 the device tree, x1-x3 zero.
 pub fn set_boot_regs(vcpu: &VcpuFd, entry: u64, fdt: u64) -> Result<(), BootError> {
-    let regs = [
-        (PSTATE, PSTATE_EL1H),
-        (PC, entry),
-        (xreg(0), fdt),
-        (xreg(1), 0),
-        (xreg(2), 0),
-        (xreg(3), 0),
-    ];
-    for (id, value) in regs {
-        vcpu_step(
-            0,
-            "KVM_SET_ONE_REG",
-            vcpu.set_one_reg(id, &value.to_le_bytes()),
-        )?;
-    }
-    Ok(())
+    vcpu_step(
+        0,
+        "KVM_SET_ONE_REG",
+        setup_aarch64::enter(vcpu, entry, [fdt, 0, 0, 0]),
+    )
 }
