@@ -119,6 +119,15 @@ fn bad_boot_options_are_refused() {
     let (code, _, err) = granule(&["run", "--kernel", &kernel, "--initrd", &empty]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("initramfs") && err.contains("empty"), "{err}");
+    let foreign = dir.file("notes.txt");
+    std::fs::write(&foreign, b"shopping list\n").unwrap();
+    let (code, _, err) = granule(&["run", "--kernel", &kernel, "--initrd", &foreign]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("the initramfs {foreign} is not a cpio archive"))
+            && err.contains("73686f707069"),
+        "{err}"
+    );
     // Usage errors: a program together with a kernel, an initrd without one (also when
     // a program is named), a built-in program's option with a kernel.
     let (code, _, err) = granule(&["run", "hello", "--kernel", &kernel]);

@@ -221,6 +221,6 @@ fn stress_failures_end_with_clear_errors_within_a_bound() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("invalid vCPU count '0'"), "{err}");
     let (code, _, err) = granule(&["stress", "compare", "/nonexistent.json"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("/nonexistent.json"), "{err}");
 }

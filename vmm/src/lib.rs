@@ -18,6 +18,7 @@ pub mod stage2;
 pub mod stress;
 pub mod stress_command;
 pub mod units;
+pub mod user_io;
 pub mod vcpu;
 pub mod vfio;
 pub mod vm;

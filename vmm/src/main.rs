@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use granule_arch::Program;
-use granule_vmm::cli::{Cli, Command, PlanArgs, ProgramArg, RunArgs};
+use granule_vmm::cli::{output_file, Cli, Command, PlanArgs, ProgramArg, RunArgs, UsageError};
 use granule_vmm::kvm::KvmHandle;
 use granule_vmm::programs::{self, RunConfig, RunSummary, Verdict};
+use granule_vmm::user_io::{output::OutputFile, stdout};
 use granule_vmm::{plan_command, probe, units};
 
 fn main() -> ExitCode {
@@ -37,6 +38,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("granule: error: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("granule: error: {e:#}");
             ExitCode::from(1)
@@ -47,9 +52,9 @@ fn main() -> ExitCode {
 fn run_probe(json: bool) -> Result<ExitCode> {
     let facts = probe::probe();
     if json {
-        println!("{}", serde_json::to_string_pretty(&facts)?);
+        stdout::line(&serde_json::to_string_pretty(&facts)?)?;
     } else {
-        print!("{}", probe::render_table(&facts));
+        stdout::print(&probe::render_table(&facts))?;
     }
     if let Some(err) = &facts.kvm_error {
         eprintln!("granule: error: {err}");
@@ -61,13 +66,13 @@ fn run_probe(json: bool) -> Result<ExitCode> {
 fn run_plan(args: &PlanArgs) -> Result<ExitCode> {
     let out = plan_command::run(args)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        stdout::line(&serde_json::to_string_pretty(&out)?)?;
     } else {
-        println!(
-            "stage-2 plan for {}",
-            granule_vmm::report::describe_target(&out.target)
-        );
-        print!("{}", granule_vmm::report::render_plan(&out.plan));
+        stdout::print(&format!(
+            "stage-2 plan for {}\n{}",
+            granule_vmm::report::describe_target(&out.target),
+            granule_vmm::report::render_plan(&out.plan)
+        ))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -86,6 +91,8 @@ fn program(args: &RunArgs) -> Program {
 }
 
 fn run_program(args: &RunArgs) -> Result<ExitCode> {
+    let report = output_file("stage-2 report", args.report.as_deref())?;
+    let json = output_file("run summary", args.json.as_deref())?;
     let kvm = KvmHandle::open()?;
     let cfg = RunConfig {
         program: program(args),
@@ -97,8 +104,8 @@ fn run_program(args: &RunArgs) -> Result<ExitCode> {
     let summary = programs::run(&kvm, &cfg, std::io::stdout()).context("running the guest")?;
     eprint!("{}", render_summary(&summary));
     eprint!("{}", granule_vmm::report::render(&summary.stage2));
-    write_json(args.report.as_deref(), &summary.stage2)?;
-    write_json(args.json.as_deref(), &summary)?;
+    write_json(report.as_ref(), &summary.stage2)?;
+    write_json(json.as_ref(), &summary)?;
     Ok(ExitCode::from(match summary.verdict {
         Verdict::Ok => 0,
         Verdict::Crashed => 3,
@@ -114,6 +121,8 @@ fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<ExitCo
         eprintln!("granule: error: --device names PCI device {bdf} twice; give each device once");
         return Ok(ExitCode::from(2));
     }
+    let report = output_file("stage-2 report", args.report.as_deref())?;
+    let json = output_file("boot summary", args.json.as_deref())?;
     let kvm = KvmHandle::open()?;
     let cfg = LinuxConfig {
         kernel: args.kernel.clone().unwrap_or_default(),
@@ -133,16 +142,15 @@ fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<ExitCo
         eprint!("{}", granule_vmm::report::render(&summary.stage2));
     }
     eprint!("{}", linux::summary::render(&summary));
-    write_json(args.report.as_deref(), &summary.stage2)?;
-    write_json(args.json.as_deref(), &summary)?;
+    write_json(report.as_ref(), &summary.stage2)?;
+    write_json(json.as_ref(), &summary)?;
     Ok(ExitCode::from(summary.exit_code))
 }
 
-/// Writes `value` as pretty JSON to `path`, when a path was given.
-fn write_json(path: Option<&std::path::Path>, value: &impl serde::Serialize) -> Result<()> {
-    if let Some(path) = path {
-        let text = serde_json::to_string_pretty(value)?;
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+/// Writes `value` as pretty JSON to `out`, when an output was given.
+fn write_json(out: Option<&OutputFile>, value: &impl serde::Serialize) -> Result<()> {
+    if let Some(out) = out {
+        out.write(serde_json::to_string_pretty(value)?.as_bytes())?;
     }
     Ok(())
 }

@@ -5,10 +5,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{StressAction, StressArgs};
+use crate::cli::{output_file, StressAction, StressArgs, UsageError};
 use crate::memory::Backing;
 use crate::probe;
 use crate::stress::{compare, config, OnFault, StressConfig, StressReport};
+use crate::user_io::output::OutputFile;
 
 /// Runs `granule stress` (all repeats); returns the report.
 pub fn run(a: &StressArgs) -> Result<StressReport> {
@@ -61,7 +62,7 @@ fn run_with(cfg: &StressConfig, repeat: usize, facts: &probe::HostFacts) -> Resu
     for i in 0..repeat {
         let (r, c) = crate::stress::run(&kvm, cfg)
             .with_context(|| format!("stress run {} of {repeat}", i + 1))?;
-        println!("{}", r.line);
+        crate::user_io::stdout::line(&r.line)?;
         runs.push(r);
         info = Some(c);
     }
@@ -87,14 +88,18 @@ fn run_with(cfg: &StressConfig, repeat: usize, facts: &probe::HostFacts) -> Resu
     })
 }
 
+/// Result files are small (a few KiB per run); this bounds what a wrong file costs.
+const MAX_RESULT_FILE: u64 = 64 << 20;
+
 /// `granule stress compare`: prints the table, writes the SVG.
 pub fn compare(files: &[impl AsRef<Path>], svg: &Path) -> Result<String> {
+    let svg = OutputFile::check("chart", svg).map_err(UsageError)?;
     let reports = files
         .iter()
         .map(|f| {
             let f = f.as_ref();
-            let text =
-                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            let text = crate::user_io::input::read_text("result file", f, MAX_RESULT_FILE)
+                .map_err(UsageError)?;
             serde_json::from_str::<StressReport>(&text).with_context(|| {
                 format!(
                     "{} is not a granule stress result (written by --json)",
@@ -103,25 +108,27 @@ pub fn compare(files: &[impl AsRef<Path>], svg: &Path) -> Result<String> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    if reports.iter().any(|r| r.runs.is_empty()) {
-        bail!("a result file has no runs");
+    if let Some(f) = files.iter().zip(&reports).find(|(_, r)| r.runs.is_empty()) {
+        bail!(
+            "the result file {} has no runs; give files written by `granule stress --json`",
+            f.0.as_ref().display()
+        );
     }
-    std::fs::write(svg, compare::svg(&reports))
-        .with_context(|| format!("writing {}", svg.display()))?;
+    svg.write(compare::svg(&reports).as_bytes())?;
     Ok(compare::table(&reports))
 }
 
 /// Dispatch for the binary.
 pub fn main(a: &StressArgs) -> Result<()> {
     if let Some(StressAction::Compare { files, svg }) = &a.action {
-        print!("{}", compare(files, svg)?);
+        crate::user_io::stdout::print(&compare(files, svg)?)?;
         eprintln!("granule: chart written to {}", svg.display());
         return Ok(());
     }
+    let json = output_file("stress results", a.json.as_deref())?;
     let report = run(a)?;
-    if let Some(path) = &a.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+    if let Some(out) = json {
+        out.write(serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     Ok(())
 }

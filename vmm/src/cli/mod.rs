@@ -7,6 +7,22 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// A bad command line found after parsing (an output path that cannot be written, a
+/// device named twice): the binary exits 2 as for a parse error.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct UsageError(#[from] pub crate::user_io::UserFileError);
+
+/// Checks an optional output path before any work; see [`crate::user_io::output`].
+pub fn output_file(
+    what: &'static str,
+    path: Option<&std::path::Path>,
+) -> Result<Option<crate::user_io::output::OutputFile>, UsageError> {
+    path.map(|p| crate::user_io::output::OutputFile::check(what, p))
+        .transpose()
+        .map_err(UsageError)
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "granule",

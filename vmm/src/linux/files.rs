@@ -3,7 +3,6 @@
 //! straight into guest memory.
 
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -28,34 +27,7 @@ pub enum KernelFormat {
 
 /// Opens a file, checking it is a regular file of sane size; returns it and its length.
 pub fn open_file(what: &'static str, path: &Path) -> Result<(File, u64), BootError> {
-    let err = |error| BootError::ReadFile {
-        what,
-        path: path.to_owned(),
-        error,
-    };
-    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is then refused below
-    // as not a regular file); on a regular file the flag changes nothing.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(err)?;
-    let meta = file.metadata().map_err(err)?;
-    if !meta.is_file() {
-        return Err(BootError::NotAFile {
-            what,
-            path: path.to_owned(),
-        });
-    }
-    if meta.len() > MAX_FILE {
-        return Err(BootError::FileTooLarge {
-            what,
-            path: path.to_owned(),
-            size: meta.len(),
-            max: MAX_FILE,
-        });
-    }
-    Ok((file, meta.len()))
+    Ok(crate::user_io::input::open_regular(what, path, MAX_FILE)?)
 }
 
 /// The first `n` bytes of the kernel `file` (fewer if it is shorter), for its header.
@@ -83,7 +55,39 @@ pub fn open_initrd(path: Option<&PathBuf>) -> Result<Option<Initrd>, BootError> 
     if len == 0 {
         return Err(BootError::EmptyInitrd(p.clone()));
     }
+    let mut head = [0u8; 6];
+    let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0).map_err(|error| {
+        BootError::ReadFile {
+            what: "initramfs",
+            path: p.clone(),
+            error,
+        }
+    })?;
+    if !is_initramfs(&head[..n]) {
+        return Err(BootError::NotAnInitrd {
+            path: p.clone(),
+            head: head[..n].iter().map(|b| format!("{b:02x}")).collect(),
+        });
+    }
     Ok(Some((p.clone(), file, len)))
+}
+
+/// Whether `head` starts like something the kernel unpacks as an initramfs: a newc cpio
+/// archive, or one compressed in a format the kernel decompresses. (A microcode cpio
+/// glued in front of a compressed one starts as cpio too.)
+fn is_initramfs(head: &[u8]) -> bool {
+    const MAGICS: [&[u8]; 9] = [
+        b"070701",                          // cpio newc
+        b"070702",                          // cpio newc with checksums
+        &[0x1f, 0x8b],                      // gzip
+        &[0xfd, b'7', b'z', b'X', b'Z', 0], // xz
+        &[0x28, 0xb5, 0x2f, 0xfd],          // zstd
+        &[0x02, 0x21, 0x4c, 0x18],          // lz4 legacy
+        b"BZh",                             // bzip2
+        &[0x5d, 0, 0],                      // lzma
+        &[0x89, b'L', b'Z', b'O'],          // lzop
+    ];
+    MAGICS.iter().any(|m| head.starts_with(m))
 }
 
 /// Reads `len` bytes of `file` straight into guest memory at `gpa` (no copy through a
@@ -103,4 +107,16 @@ pub fn read_into(
             path: path.to_owned(),
             error: std::io::Error::other(e.to_string()),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn initramfs_magics_are_known_and_text_is_not() {
+        assert!(super::is_initramfs(b"070701000"));
+        assert!(super::is_initramfs(&[0x1f, 0x8b, 8, 0]));
+        assert!(super::is_initramfs(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0]));
+        assert!(!super::is_initramfs(b"#!/bin"));
+        assert!(!super::is_initramfs(b"07"));
+    }
 }

@@ -72,15 +72,8 @@ pub enum BootError {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error("the {what} {path} is not a regular file")]
-    NotAFile { what: &'static str, path: PathBuf },
-    #[error("the {what} {path} is {size} bytes, more than the {max} granule accepts")]
-    FileTooLarge {
-        what: &'static str,
-        path: PathBuf,
-        size: u64,
-        max: u64,
-    },
+    #[error(transparent)]
+    File(#[from] crate::user_io::UserFileError),
     #[error("kernel {path}: {error}")]
     Kernel { path: PathBuf, error: KernelError },
     #[error("kernel {path}: {error}")]
@@ -101,6 +94,8 @@ pub enum BootError {
     Placement(#[from] granule_arch::aarch64::boot::PlacementError),
     #[error("the initramfs {0} is empty")]
     EmptyInitrd(PathBuf),
+    #[error("the initramfs {path} is not a cpio archive, compressed or not (it starts with {head}); give the initramfs (e.g. made with cpio -H newc)")]
+    NotAnInitrd { path: PathBuf, head: String },
     #[error("cannot load the kernel into guest memory: {0}")]
     Load(linux_loader::loader::Error),
     #[error(transparent)]

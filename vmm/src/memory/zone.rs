@@ -40,11 +40,15 @@ pub fn parse_zone(spec: &str) -> Result<ZoneConfig, String> {
     let bad = |why: String| format!("invalid memory zone '{spec}': {why}; {FORM}");
     let mut size = None;
     let mut zone = ZoneConfig::new(0, Backing::Anon4k);
+    let mut seen: Vec<&str> = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let key = part.split_once('=').map_or("size", |(k, _)| k);
+        if seen.contains(&key) {
+            return Err(bad(format!("'{key}' is given twice")));
+        }
+        seen.push(key);
         match part.split_once('=') {
-            None if size.is_none() => {
-                size = Some(parse_size(part).map_err(|e| bad(format!("size: {}", e.why)))?)
-            }
+            None => size = Some(parse_size(part).map_err(|e| bad(format!("size: {}", e.why)))?),
             Some(("size", v)) => {
                 size = Some(parse_size(v).map_err(|e| bad(format!("size '{v}': {}", e.why)))?)
             }
@@ -151,6 +155,10 @@ mod tests {
             ("size=1G,misalign=3M", "below 2M"),
             ("size=0", "must not be zero"),
             ("size=1.5G", "size '1.5G'"),
+            ("size=1G,size=2G", "'size' is given twice"),
+            ("1G,2G", "'size' is given twice"),
+            ("1G,size=1G", "'size' is given twice"),
+            ("size=1G,backing=thp,backing=4k", "'backing' is given twice"),
         ];
         for (spec, needle) in cases {
             let e = parse_zone(spec).unwrap_err();
