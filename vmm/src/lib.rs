@@ -14,6 +14,7 @@ pub mod probe;
 pub mod programs;
 pub mod progress;
 pub mod report;
+pub mod seccomp;
 pub mod stage2;
 pub mod stress;
 pub mod stress_command;

@@ -29,10 +29,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Probe { json } => run_probe(json),
-        Command::Run(args) if args.kernel.is_some() => run_linux(&args, process_start),
-        Command::Run(args) => run_program(&args),
+        Command::Run(args) => {
+            granule_vmm::seccomp::configure(args.seccomp, args.seccomp_probe);
+            if args.kernel.is_some() {
+                run_linux(&args, process_start)
+            } else {
+                run_program(&args)
+            }
+        }
         Command::Plan(args) => run_plan(&args),
         Command::Stress(args) => {
+            granule_vmm::seccomp::configure(args.seccomp, false);
             granule_vmm::stress_command::main(&args).map(|()| ExitCode::SUCCESS)
         }
     };

@@ -88,6 +88,10 @@ pub struct StressArgs {
     /// Do not show progress.
     #[arg(long)]
     pub quiet: bool,
+    /// System-call filters per thread: on (a call outside a thread's list ends granule
+    /// with exit 1, naming it), log (the call goes through; the kernel logs it), off.
+    #[arg(long, value_enum, default_value = "on")]
+    pub seccomp: crate::seccomp::Mode,
     /// Debug: make this vCPU crash at its first instruction (tests error reporting).
     #[arg(long, hide = true)]
     pub crash_vcpu: Option<usize>,
@@ -236,4 +240,12 @@ pub struct RunArgs {
     /// Do not show progress.
     #[arg(long)]
     pub quiet: bool,
+    /// System-call filters per thread: on (a call outside a thread's list ends granule
+    /// with exit 1, naming it), log (the call goes through; the kernel logs it), off.
+    #[arg(long, value_enum, default_value = "on")]
+    pub seccomp: crate::seccomp::Mode,
+    /// Debug: each vCPU thread makes a system call outside its list once its filter is
+    /// in (shows what --seccomp does).
+    #[arg(long, hide = true)]
+    pub seccomp_probe: bool,
 }

@@ -117,7 +117,10 @@ impl ConsoleWriter {
         let for_thread = shared.clone();
         let thread = std::thread::Builder::new()
             .name("console-out".into())
-            .spawn(move || write_loop(&for_thread, out))?;
+            .spawn(move || {
+                crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::ConsoleOut);
+                write_loop(&for_thread, out)
+            })?;
         Ok((
             Self {
                 shared: shared.clone(),

@@ -25,6 +25,8 @@ pub enum ThreadsError {
         index: usize,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Seccomp(crate::seccomp::SeccompError),
     #[error("vCPU {index} did not stop within {waited_ms} ms; its thread was left running, and the guest's memory stays mapped until it ends")]
     Stuck { index: usize, waited_ms: u128 },
 }
@@ -61,6 +63,7 @@ impl<O: Send + 'static> VcpuThreads<O> {
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
                 .spawn(move || {
+                    crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::Vcpu);
                     let _keep = keep;
                     let binding = kick::bind_current_thread(vcpu.fd.get_kvm_run());
                     let out = driver(&mut vcpu);
@@ -80,6 +83,13 @@ impl<O: Send + 'static> VcpuThreads<O> {
                     return Err(ThreadsError::Spawn { index, source });
                 }
             }
+        }
+        // Every vCPU thread is started: the thread that started them locks down too.
+        if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Vmm) {
+            if let Err(e) = threads.stop(super::STOP_TIMEOUT) {
+                tracing::error!("{e}");
+            }
+            return Err(ThreadsError::Seccomp(e));
         }
         Ok(threads)
     }
