@@ -15,6 +15,7 @@ pub mod programs;
 pub mod progress;
 pub mod report;
 pub mod seccomp;
+pub mod signals;
 pub mod stage2;
 pub mod stress;
 pub mod stress_command;

@@ -49,6 +49,14 @@ fn main() -> ExitCode {
             eprintln!("granule: error: {e:#}");
             ExitCode::from(2)
         }
+        Err(e)
+            if e
+                .downcast_ref::<granule_vmm::stress::StressError>()
+                .is_some_and(|s| s.is_interrupted()) =>
+        {
+            eprintln!("granule: {e:#}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("granule: error: {e:#}");
             ExitCode::from(1)
@@ -118,6 +126,7 @@ fn run_program(args: &RunArgs) -> Result<ExitCode> {
         Verdict::Crashed => 3,
         Verdict::GuestFailed => 4,
         Verdict::TimedOut => 5,
+        Verdict::Interrupted => 130,
     }))
 }
 
@@ -170,6 +179,7 @@ fn render_summary(s: &RunSummary) -> String {
         Verdict::GuestFailed => "guest reported failure",
         Verdict::Crashed => "guest crashed",
         Verdict::TimedOut => "timed out",
+        Verdict::Interrupted => "interrupted (SIGINT or SIGTERM); the guest was stopped",
     };
     let _ = writeln!(
         o,

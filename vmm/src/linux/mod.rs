@@ -12,7 +12,6 @@ mod ending;
 pub mod files;
 mod platform;
 mod run;
-pub mod signals;
 pub mod summary;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;

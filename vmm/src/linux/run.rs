@@ -14,7 +14,7 @@ use super::backend::{BootBackend, Prepared};
 use super::console::{StdinPump, TerminalMode, WakeListener};
 use super::ending::EndJudge;
 use super::platform::Platform;
-use super::signals::InterruptScope;
+use crate::signals::InterruptScope;
 use super::summary::{BootSummary, BootTimes, ConsoleLoss, End, LeafShare};
 use super::{BootError, LinuxConfig};
 use crate::console::with_console;

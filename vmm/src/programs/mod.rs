@@ -43,6 +43,8 @@ pub enum RunError {
     Verify(#[from] VerifyError),
     #[error("cannot set up the console output: {0}")]
     Console(std::io::Error),
+    #[error("cannot handle SIGINT/SIGTERM: {0}")]
+    Signals(std::io::Error),
 }
 
 impl From<ImageError> for RunError {
@@ -76,6 +78,8 @@ pub enum Verdict {
     Crashed,
     /// The timeout passed first.
     TimedOut,
+    /// SIGINT or SIGTERM came first; the guest was stopped.
+    Interrupted,
 }
 
 /// The result of one run, printed as a table or JSON.
@@ -121,6 +125,9 @@ pub fn run(
     cfg: &RunConfig,
     console: impl Write + Send + 'static,
 ) -> Result<RunSummary, RunError> {
+    // From here on SIGINT/SIGTERM stop the guest and end the run with its summary,
+    // whatever phase it is in (set-up finishes first; the wait then stops at once).
+    let _interrupts = crate::signals::InterruptScope::install_polled().map_err(RunError::Signals)?;
     let (result, loss) =
         crate::console::with_console(Box::new(console), |queue| run_queued(kvm, cfg, queue))
             .map_err(RunError::Console)?;
@@ -254,7 +261,9 @@ fn stage2_report(
 
 /// Judges a finished run.
 pub fn verdict(exit: &VmExit) -> Verdict {
-    if exit.timed_out {
+    if exit.interrupted {
+        Verdict::Interrupted
+    } else if exit.timed_out {
         Verdict::TimedOut
     } else if exit.outcomes.iter().all(VcpuOutcome::is_clean) {
         Verdict::Ok

@@ -21,6 +21,8 @@ pub struct Rendezvous {
 pub enum Interrupted {
     Aborted,
     TimedOut,
+    /// SIGINT or SIGTERM (see [`crate::signals`]).
+    Signal,
 }
 
 impl Rendezvous {
@@ -90,6 +92,9 @@ impl Rendezvous {
             }
             if Instant::now() > deadline {
                 return Err(Interrupted::TimedOut);
+            }
+            if crate::signals::interrupted() {
+                return Err(Interrupted::Signal);
             }
             std::thread::sleep(Duration::from_micros(100));
             if last_tick.elapsed() >= Duration::from_millis(100) {

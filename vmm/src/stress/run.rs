@@ -46,6 +46,15 @@ pub enum StressError {
     /// A vCPU ended the run early; its own error says why.
     #[error("a vCPU ended the run early")]
     Aborted,
+    #[error("interrupted by SIGINT or SIGTERM during {phase}; the VM was stopped")]
+    Interrupted { phase: &'static str },
+}
+
+impl StressError {
+    /// Whether the run ended because of SIGINT or SIGTERM (the binary exits 130).
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, Self::Interrupted { .. })
+    }
 }
 
 impl From<WorkerError> for StressError {
@@ -239,6 +248,7 @@ fn timed_phases(
                     secs: c.phase_timeout.as_secs_f64(),
                 },
                 Interrupted::Aborted => StressError::Aborted,
+                Interrupted::Signal => StressError::Interrupted { phase: name },
             })?;
         times.push(arrived - released);
         // Every vCPU is parked: read the stats now, outside the timed phases.
@@ -354,7 +364,7 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
             let (_, vcpu_err) = stop_workers(workers, &rendezvous)?;
             return Err(match (e, vcpu_err) {
                 (StressError::Aborted, Some(v)) => v.into(),
-                (e @ StressError::PhaseTimeout { .. }, _) => e,
+                (e @ (StressError::PhaseTimeout { .. } | StressError::Interrupted { .. }), _) => e,
                 (_, Some(v)) => v.into(),
                 (e, None) => e,
             });

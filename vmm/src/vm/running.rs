@@ -22,6 +22,8 @@ pub struct VmExit {
     pub outcomes: Vec<VcpuOutcome>,
     /// The deadline passed before the guest finished.
     pub timed_out: bool,
+    /// SIGINT or SIGTERM arrived (inside a [`crate::signals::InterruptScope`]) first.
+    pub interrupted: bool,
 }
 
 impl VmExit {
@@ -172,7 +174,12 @@ impl RunningVm {
         mut on_event: impl FnMut(Option<&VcpuEvent>),
     ) -> Result<VmExit, VmError> {
         let mut timed_out = false;
+        let mut interrupted = false;
         while !self.all_exited() {
+            if crate::signals::interrupted() {
+                interrupted = true;
+                break;
+            }
             let mut wait = tick_every;
             if let Some(d) = deadline {
                 let left = d.saturating_duration_since(Instant::now());
@@ -198,6 +205,7 @@ impl RunningVm {
         Ok(VmExit {
             outcomes,
             timed_out,
+            interrupted,
         })
     }
 }

@@ -1,5 +1,6 @@
-//! SIGINT/SIGTERM while a guest runs: the handler records the request and wakes the
-//! main loop through its eventfd.
+//! SIGINT/SIGTERM while granule works (a Linux guest, a built-in program, a stress
+//! run): the handler records the request and wakes the main loop through its eventfd;
+//! the loop stops the guest and ends with exit code 130, results written whole.
 //!
 //! Both the handlers and the published fd are scoped to an [`InterruptScope`]: dropping
 //! it (on every return path, early or not) unpublishes the fd before the eventfd can
@@ -69,6 +70,13 @@ impl InterruptScope {
         INTERRUPTED.load(Ordering::SeqCst)
     }
 
+    /// A scope with a wake-up eventfd of its own, for loops that poll rather than wait
+    /// on an fd.
+    pub fn install_polled() -> std::io::Result<Self> {
+        let wake = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)?;
+        Ok(Self::install(Arc::new(wake)))
+    }
+
     /// The eventfd the handler wakes.
     pub fn wake(&self) -> &Arc<EventFd> {
         &self.wake
@@ -84,7 +92,14 @@ impl Drop for InterruptScope {
         // After the handlers are gone nothing reads the fd; unpublish it before `wake`
         // (possibly the last reference) closes.
         WAKE_FD.store(-1, Ordering::SeqCst);
+        INTERRUPTED.store(false, Ordering::SeqCst);
     }
+}
+
+/// True when SIGINT or SIGTERM arrived while an [`InterruptScope`] is alive: for code
+/// deep in a run (a wait loop) that the scope's owner does not reach.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
 }
 
 /// The fd the handler would write to now (-1: none); for tests.
