@@ -64,7 +64,7 @@ impl CapChain {
                 CAP_MSI => {
                     let at = u16::from(at);
                     let control = u16::from_le_bytes([byte(at + 2), byte(at + 3)]);
-                    MsiLayout { at, control }.len() as u8
+                    MsiLayout { at, control }.byte_len() as u8
                 }
                 CAP_MSIX => 12,
                 _ => 2,

@@ -147,7 +147,7 @@ impl PciDevice for PassthroughFunction {
                 }
                 if let Some(m) = &self.msi {
                     let at = m.layout().at;
-                    if offset >= at && usize::from(offset - at) < m.layout().len() {
+                    if offset >= at && usize::from(offset - at) < m.layout().byte_len() {
                         let own = m.read(usize::from(offset - at));
                         // The ID and next pointer stay the (patched) device's.
                         v = if offset == at {
@@ -182,7 +182,7 @@ impl PciDevice for PassthroughFunction {
         }
         if let Some(m) = &self.msi {
             let at = m.layout().at;
-            let len = m.layout().len() as u16;
+            let len = m.layout().byte_len() as u16;
             if offset < at + len && offset + data.len() as u16 > at {
                 let skip = usize::from(at.saturating_sub(offset));
                 let from = offset.max(at) - at;

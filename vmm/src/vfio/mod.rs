@@ -7,14 +7,15 @@
 
 pub mod attach;
 pub mod bars;
-mod caps;
+pub mod caps;
 mod function;
 mod interrupts;
 mod intx;
 pub mod iommu;
 pub mod leaves;
-mod msi;
-mod msix;
+pub mod msi;
+pub mod msix;
+pub mod msix_table;
 pub mod preflight;
 pub mod region_map;
 pub mod spec;

@@ -43,7 +43,7 @@ impl MsiLayout {
     }
 
     /// Bytes of the capability.
-    pub fn len(&self) -> usize {
+    pub fn byte_len(&self) -> usize {
         10 + if self.wide() { 4 } else { 0 } + if self.masking() { 10 } else { 0 }
     }
 
@@ -157,7 +157,7 @@ impl Msi {
         let mut s = self.lock();
         for (i, b) in data.iter().enumerate() {
             let at = offset + i;
-            if at < self.layout.len() && at < MAX_LEN {
+            if at < self.layout.byte_len() && at < MAX_LEN {
                 let w = self.writable[at];
                 s.regs[at] = (s.regs[at] & !w) | (b & w);
             }
@@ -179,7 +179,7 @@ mod tests {
             control: CONTROL_64BIT | CONTROL_MASKING | (2 << 1),
         };
         assert_eq!(
-            (l.len(), l.vectors(), l.data_at(), l.mask_at()),
+            (l.byte_len(), l.vectors(), l.data_at(), l.mask_at()),
             (24, 4, 12, Some(16))
         );
         let l = MsiLayout {
@@ -187,7 +187,7 @@ mod tests {
             control: 0,
         };
         assert_eq!(
-            (l.len(), l.vectors(), l.data_at(), l.mask_at()),
+            (l.byte_len(), l.vectors(), l.data_at(), l.mask_at()),
             (10, 1, 8, None)
         );
     }

@@ -10,13 +10,12 @@ use vfio_bindings::bindings::vfio::VFIO_PCI_MSIX_IRQ_INDEX;
 use vfio_ioctls::VfioDevice;
 
 use super::intx::Intx;
-use super::vectors::{Message, VectorSet};
+use super::msix_table::{MsixTable, ENTRY_SIZE};
+use super::vectors::VectorSet;
 use crate::devices::irq_routes::GsiRoutes;
 
 const CONTROL_ENABLE: u16 = 1 << 15;
 const CONTROL_MASK: u16 = 1 << 14;
-const ENTRY_SIZE: u64 = 16;
-const VECTOR_MASKED: u32 = 1;
 
 /// The MSI-X capability's layout, read from the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,18 +54,10 @@ impl MsixCap {
     }
 }
 
-/// A table entry as the guest wrote it.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    address: u64,
-    data: u32,
-    control: u32,
-}
-
 struct State {
     enabled: bool,
     masked: bool,
-    entries: Vec<Entry>,
+    table: MsixTable,
     set: VectorSet,
 }
 
@@ -83,21 +74,14 @@ impl Msix {
         kvm: (Arc<VmFd>, Arc<GsiRoutes>),
         gsis: Vec<u32>,
     ) -> std::io::Result<Self> {
-        let entries = vec![
-            Entry {
-                address: 0,
-                data: 0,
-                control: VECTOR_MASKED,
-            };
-            gsis.len()
-        ];
+        let table = MsixTable::new(gsis.len());
         let set = VectorSet::new((VFIO_PCI_MSIX_IRQ_INDEX, "MSI-X"), device, kvm, gsis)?;
         Ok(Self {
             cap,
             state: Mutex::new(State {
                 enabled: false,
                 masked: false,
-                entries,
+                table,
                 set,
             }),
         })
@@ -126,60 +110,22 @@ impl Msix {
         Self::sync(&mut s);
     }
 
-    /// A read of the table at `offset` (4 or 8 bytes, aligned).
+    /// A read of the table at `offset` (the guest chooses offset and width).
     pub fn table_read(&self, offset: u64, data: &mut [u8]) {
-        let s = self.lock();
-        let mut dwords = Vec::new();
-        for k in 0..data.len().div_ceil(4) as u64 {
-            let off = offset + 4 * k;
-            let v =
-                s.entries
-                    .get((off / ENTRY_SIZE) as usize)
-                    .map_or(0, |v| match off % ENTRY_SIZE {
-                        0 => v.address as u32,
-                        4 => (v.address >> 32) as u32,
-                        8 => v.data,
-                        _ => v.control,
-                    });
-            dwords.extend_from_slice(&v.to_le_bytes());
-        }
-        let n = data.len().min(dwords.len());
-        data[..n].copy_from_slice(&dwords[..n]);
+        self.lock().table.read(offset, data);
     }
 
-    /// A write to the table at `offset` (4 or 8 bytes, aligned).
+    /// A write to the table at `offset`; the vectors follow at once.
     pub fn table_write(&self, offset: u64, data: &[u8]) {
         let mut s = self.lock();
-        for (k, chunk) in data.chunks(4).enumerate() {
-            let mut b = [0u8; 4];
-            b[..chunk.len()].copy_from_slice(chunk);
-            let value = u32::from_le_bytes(b);
-            let off = offset + 4 * k as u64;
-            let Some(v) = s.entries.get_mut((off / ENTRY_SIZE) as usize) else {
-                continue;
-            };
-            match off % ENTRY_SIZE {
-                0 => v.address = (v.address & !0xffff_ffff) | u64::from(value),
-                4 => v.address = (v.address & 0xffff_ffff) | (u64::from(value) << 32),
-                8 => v.data = value,
-                _ => v.control = value & VECTOR_MASKED,
-            }
-        }
+        s.table.write(offset, data);
         Self::sync(&mut s);
     }
 
     /// All vectors are armed on the device while MSI-X is enabled; each is live while
     /// neither it nor the function is masked.
     fn sync(s: &mut State) {
-        let messages: Vec<Message> = s
-            .entries
-            .iter()
-            .map(|e| Message {
-                address: e.address,
-                data: e.data,
-                active: s.enabled && !s.masked && e.control & VECTOR_MASKED == 0,
-            })
-            .collect();
+        let messages = s.table.messages(s.enabled, s.masked);
         let count = if s.enabled { s.set.len() } else { 0 };
         s.set.sync(count, &messages);
     }
