@@ -14,7 +14,7 @@ use common::Scratch;
 const END_WITHIN: Duration = Duration::from_secs(30);
 
 fn start(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_granule"))
+    Command::new(common::granule_bin())
         .args(args)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -40,7 +40,11 @@ fn catches(pid: u32, sig: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            let hex = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?.trim().to_string();
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))?
+                .trim()
+                .to_string();
             u64::from_str_radix(&hex, 16).ok()
         })
         .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
@@ -50,7 +54,10 @@ fn catches(pid: u32, sig: i32) -> bool {
 fn signal_when(child: &Child, sig: i32, what: &str, ready: impl Fn(u32) -> bool) {
     let start = Instant::now();
     while !ready(child.id()) {
-        assert!(start.elapsed() < Duration::from_secs(60), "never reached: {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never reached: {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     // SAFETY: kill(2) on our own child's pid.
@@ -77,35 +84,54 @@ fn finish(mut child: Child) -> (i32, String, String) {
 
 fn json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not whole JSON: {e}", path.display()))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not whole JSON: {e}", path.display()))
 }
+
+/// (phase name, signal, program and its options, when the phase has come).
+type Phase = (&'static str, i32, &'static [&'static str], fn(u32) -> bool);
 
 /// `run`: a signal while the vCPUs run, and one during set-up (the handler is in, no
 /// vCPU thread yet: prefaulting 1 GiB), each ends with the summary, exit 130 and
 /// both result files whole.
 #[test]
 fn run_ends_with_130_and_whole_results_on_a_signal_in_any_phase() {
-    if !common::kvm_available("interrupts_run_ends_with_130_and_whole_results_on_a_signal_in_any_phase") {
+    if !common::kvm_available(
+        "interrupts_run_ends_with_130_and_whole_results_on_a_signal_in_any_phase",
+    ) {
         return;
     }
     let dir = Scratch::new("interrupt-run");
-    let cases: [(&str, i32, &[&str], fn(u32) -> bool); 2] = [
+    let cases: [Phase; 2] = [
         ("mid-run", libc::SIGINT, &["spin", "-c", "2"], |pid| {
-            threads(pid).iter().filter(|t| t.starts_with("vcpu")).count() == 2
+            threads(pid)
+                .iter()
+                .filter(|t| t.starts_with("vcpu"))
+                .count()
+                == 2
         }),
-        ("set-up", libc::SIGTERM, &["touch", "-m", "size=1G,prefault=on"], |pid| {
-            catches(pid, libc::SIGTERM)
-        }),
+        (
+            "set-up",
+            libc::SIGTERM,
+            &["touch", "-m", "size=1G,prefault=on"],
+            |pid| catches(pid, libc::SIGTERM),
+        ),
     ];
     for (phase, sig, program, ready) in cases {
-        let (j, r) = (dir.file(&format!("{phase}.json")), dir.file(&format!("{phase}-report.json")));
+        let (j, r) = (
+            dir.file(&format!("{phase}.json")),
+            dir.file(&format!("{phase}-report.json")),
+        );
         let mut args = vec!["run", "--quiet", "--json", &j, "--report", &r];
         args.extend_from_slice(program);
         let child = start(&args);
         signal_when(&child, sig, phase, ready);
         let (code, _, err) = finish(child);
         assert_eq!(code, 130, "{phase}: {err}");
-        assert!(err.contains("interrupted (SIGINT or SIGTERM)"), "{phase}: {err}");
+        assert!(
+            err.contains("interrupted (SIGINT or SIGTERM)"),
+            "{phase}: {err}"
+        );
         assert_eq!(json(Path::new(&j))["verdict"], "interrupted", "{phase}");
         assert!(json(Path::new(&r)).is_object(), "{phase}");
         assert!(!err.contains("panicked"), "{phase}: {err}");
@@ -121,13 +147,25 @@ fn stress_ends_with_130_and_no_results_on_a_signal() {
     }
     let dir = Scratch::new("interrupt-stress");
     let j = dir.file("stress.json");
-    let child = start(&["stress", "--quiet", "-c", "2", "-m", "1", "-s", "1", "--json", &j]);
+    let child = start(&[
+        "stress", "--quiet", "-c", "2", "-m", "1", "-s", "1", "--json", &j,
+    ]);
     signal_when(&child, libc::SIGINT, "stress vCPUs running", |pid| {
-        threads(pid).iter().filter(|t| t.starts_with("vcpu")).count() == 2
+        threads(pid)
+            .iter()
+            .filter(|t| t.starts_with("vcpu"))
+            .count()
+            == 2
     });
     let (code, _, err) = finish(child);
     assert_eq!(code, 130, "{err}");
-    assert!(err.contains("interrupted by SIGINT or SIGTERM during"), "{err}");
-    assert!(!Path::new(&j).exists(), "no results file after an interrupted stress run");
+    assert!(
+        err.contains("interrupted by SIGINT or SIGTERM during"),
+        "{err}"
+    );
+    assert!(
+        !Path::new(&j).exists(),
+        "no results file after an interrupted stress run"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }

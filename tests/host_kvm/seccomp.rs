@@ -69,7 +69,7 @@ fn every_thread_of_a_running_guest_has_its_filter() {
         return;
     }
     for (mode, want) in [("on", (2, 1)), ("off", (0, 0))] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_granule"))
+        let mut child = Command::new(common::granule_bin())
             .args([
                 "run",
                 "spin",

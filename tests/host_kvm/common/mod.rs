@@ -46,11 +46,14 @@ pub fn granule(args: &[&str]) -> (i32, String, String) {
     granule_logging(args, "warn")
 }
 
+/// The `granule` binary: the one cargo built, or $GRANULE_BIN inside a test bed.
+pub fn granule_bin() -> String {
+    std::env::var("GRANULE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_granule").to_string())
+}
+
 /// [`granule`] with `RUST_LOG` set to `level`.
 pub fn granule_logging(args: &[&str], level: &str) -> (i32, String, String) {
-    let bin =
-        std::env::var("GRANULE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_granule").to_string());
-    let out = std::process::Command::new(bin)
+    let out = std::process::Command::new(granule_bin())
         .args(args)
         .env("RUST_LOG", level)
         .output()
