@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # granule's whole test suite: formatting, lints, unit tests, the integration tests that
-# run real guests on this host's /dev/kvm, and the QEMU test beds (x86_64 nested SVM,
+# run real guests on this host's /dev/kvm, a fuzz smoke (ci/fuzz.sh), and the QEMU test beds (x86_64 nested SVM,
 # arm64 VHE/nVHE, each with a vfio-pci device). README documents this command and
 # .ci/run calls it, so a newcomer and CI run the same thing. It installs and prepares
 # everything it needs (resources/bed-prepare.sh), cached under .cache/.
@@ -50,6 +50,13 @@ set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$test_out"
 test_rc=${PIPESTATUS[0]}
 set -e
+
+echo "== fuzz smoke (ci/fuzz.sh: every target for a few seconds)"
+set +e
+ci/fuzz.sh 3
+fuzz_rc=$?
+set -e
+
 passed=$(grep -o '[0-9]* passed' "$test_out" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -o '[0-9]* failed' "$test_out" | awk '{s+=$1} END {print s+0}')
 
@@ -75,5 +82,9 @@ fi
 echo "total: $passed passed, $failed failed"
 if [ "$test_rc" != 0 ]; then
     echo "error: cargo test failed (exit $test_rc); the failing tests are listed above" >&2
+    exit 1
+fi
+if [ "$fuzz_rc" != 0 ]; then
+    echo "error: the fuzz smoke failed (exit $fuzz_rc); see above and target/fuzz/" >&2
     exit 1
 fi
