@@ -16,9 +16,11 @@ pub fn stress_results(
     run: &BedRun,
     arch: &str,
     backend: &str,
+    modes: &[&str],
 ) -> Vec<(serde_json::Value, PathBuf)> {
-    ["skip", "stop"]
-        .into_iter()
+    modes
+        .iter()
+        .copied()
         .map(|mode| {
             let v = run
                 .json(&format!("stress-{mode}"))

@@ -149,22 +149,24 @@ fn arm64_granule_tests_pass_inside_the_bed() {
     assert_eq!(run.rc, 0, "{}", run.tail());
 }
 
-/// mmu_stress in the arm64 bed, both fault modes, FEAT_FWB recorded; the results are
-/// kept in target/bed-logs for the x86 bed test's cross-architecture comparison.
+/// mmu_stress in the arm64 bed, FEAT_FWB recorded; the result is kept in
+/// target/bed-logs for the x86 bed test's cross-architecture comparison. Only the skip
+/// mode: stop mode (the same fault decoding, then a wait) runs in the x86 bed and on
+/// the host, and another 5 minutes of TCG here would take CI past its time budget.
 #[test]
-fn arm64_stress_both_modes_compare() {
-    let Some(m) = bed_available("bed_arm64_stress_both_modes_compare", Arch::Aarch64.qemu()) else {
+fn arm64_stress_skip_compare() {
+    let Some(m) = bed_available("bed_arm64_stress_skip_compare", Arch::Aarch64.qemu()) else {
         return;
     };
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     // Software-emulated nested faults are slow: a few minutes per bed.
     let run = Bed::new(Arch::Aarch64, "stress")
         .timeout(std::time::Duration::from_secs(900))
-        .cmdline("granule.stress_mem=1")
+        .cmdline("granule.stress_mem=1 granule.stress_modes=skip")
         .run(&m)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(run.rc, 0, "{}", run.tail());
-    let results = granule_bed::stress_results(&run, "aarch64", "arm64_vhe");
+    let results = granule_bed::stress_results(&run, "aarch64", "arm64_vhe", &["skip"]);
     for (v, _) in &results {
         assert!(
             v["host"]["fwb"].is_boolean(),
@@ -180,10 +182,7 @@ fn arm64_stress_both_modes_compare() {
     let table =
         granule_vmm::stress_command::compare(&files, &dir.join("aarch64-stress-compare.svg"))
             .expect("compare");
-    assert!(
-        table.contains("aarch64/arm64_vhe 4k skip") && table.contains("aarch64/arm64_vhe 4k stop"),
-        "{table}"
-    );
+    assert!(table.contains("aarch64/arm64_vhe 4k skip"), "{table}");
 }
 
 /// The VHE run's cases besides 2cpu-stdin.
