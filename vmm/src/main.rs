@@ -50,8 +50,7 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(e)
-            if e
-                .downcast_ref::<granule_vmm::stress::StressError>()
+            if e.downcast_ref::<granule_vmm::stress::StressError>()
                 .is_some_and(|s| s.is_interrupted()) =>
         {
             eprintln!("granule: {e:#}");

@@ -49,8 +49,8 @@ pub fn run(a: &StressArgs) -> Result<StressReport> {
 fn run_with(cfg: &StressConfig, repeat: usize, facts: &probe::HostFacts) -> Result<StressReport> {
     // SIGINT/SIGTERM stop the run at its next phase boundary (or between repeats) with
     // a clear error and no results file, instead of killing granule mid-phase.
-    let _interrupts = crate::signals::InterruptScope::install_polled()
-        .context("cannot handle SIGINT/SIGTERM")?;
+    let _interrupts =
+        crate::signals::InterruptScope::install_polled().context("cannot handle SIGINT/SIGTERM")?;
     let kvm = crate::kvm::KvmHandle::open()?;
     let backend = facts.kvm.as_ref().map(|k| k.backend.clone());
     eprintln!(
@@ -65,10 +65,8 @@ fn run_with(cfg: &StressConfig, repeat: usize, facts: &probe::HostFacts) -> Resu
     let mut info = None;
     for i in 0..repeat {
         if crate::signals::interrupted() {
-            return Err(crate::stress::StressError::Interrupted {
-                phase: "set-up",
-            })
-            .with_context(|| format!("stress run {} of {repeat}", i + 1));
+            return Err(crate::stress::StressError::Interrupted { phase: "set-up" })
+                .with_context(|| format!("stress run {} of {repeat}", i + 1));
         }
         let (r, c) = crate::stress::run(&kvm, cfg)
             .with_context(|| format!("stress run {} of {repeat}", i + 1))?;

@@ -14,11 +14,11 @@ use super::backend::{BootBackend, Prepared};
 use super::console::{StdinPump, TerminalMode, WakeListener};
 use super::ending::EndJudge;
 use super::platform::Platform;
-use crate::signals::InterruptScope;
 use super::summary::{BootSummary, BootTimes, ConsoleLoss, End, LeafShare};
 use super::{BootError, LinuxConfig};
 use crate::console::with_console;
 use crate::kvm::KvmHandle;
+use crate::signals::InterruptScope;
 use crate::vcpu::VcpuEvent;
 use crate::vm::RunningVm;
 

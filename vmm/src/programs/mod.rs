@@ -127,7 +127,8 @@ pub fn run(
 ) -> Result<RunSummary, RunError> {
     // From here on SIGINT/SIGTERM stop the guest and end the run with its summary,
     // whatever phase it is in (set-up finishes first; the wait then stops at once).
-    let _interrupts = crate::signals::InterruptScope::install_polled().map_err(RunError::Signals)?;
+    let _interrupts =
+        crate::signals::InterruptScope::install_polled().map_err(RunError::Signals)?;
     let (result, loss) =
         crate::console::with_console(Box::new(console), |queue| run_queued(kvm, cfg, queue))
             .map_err(RunError::Console)?;
