@@ -5,39 +5,22 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::Scratch;
 
 /// How long any bad input may take to be refused.
 const REFUSE_WITHIN: Duration = Duration::from_secs(30);
 
-/// Runs granule with `args`; (exit code, stderr). Kills it after [`REFUSE_WITHIN`]
-/// and fails the case as a hang.
+/// Runs granule with `args`; (exit code, stderr). A hang fails the case.
 fn refuse(args: &[String]) -> (i32, String) {
-    let mut child = Command::new(common::granule_bin())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start the granule binary");
-    let start = Instant::now();
-    while child.try_wait().expect("waiting for granule").is_none() {
-        if start.elapsed() > REFUSE_WITHIN {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{args:?}: still running after {REFUSE_WITHIN:?}: a hang, not a refusal");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("granule's output");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, _, err) = common::finish_within(
+        common::spawn_granule(args),
+        REFUSE_WITHIN,
+        &format!("{args:?}"),
+    );
+    (code, err)
 }
 
 /// Files of every wrong kind, in a scratch directory.

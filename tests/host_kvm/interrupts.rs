@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::Scratch;
@@ -14,14 +14,7 @@ use common::Scratch;
 const END_WITHIN: Duration = Duration::from_secs(30);
 
 fn start(args: &[&str]) -> Child {
-    Command::new(common::granule_bin())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start the granule binary")
+    common::spawn_granule(args)
 }
 
 /// Names of the threads of `pid` now.
@@ -65,21 +58,8 @@ fn signal_when(child: &Child, sig: i32, what: &str, ready: impl Fn(u32) -> bool)
 }
 
 /// Waits for the child to end within [`END_WITHIN`]; (exit code, stdout, stderr).
-fn finish(mut child: Child) -> (i32, String, String) {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > END_WITHIN {
-            let _ = child.kill();
-            panic!("granule did not end within {END_WITHIN:?} of the signal");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+fn finish(child: Child) -> (i32, String, String) {
+    common::finish_within(child, END_WITHIN, "after the signal")
 }
 
 fn json(path: &Path) -> serde_json::Value {

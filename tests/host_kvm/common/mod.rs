@@ -106,3 +106,53 @@ pub fn free_hugepages(size_kib: u64) -> u64 {
     ))
     .map_or(0, |s| s.trim().parse().unwrap_or(0))
 }
+
+/// Starts the `granule` binary with `args` (stdin empty, stdout and stderr piped).
+pub fn spawn_granule<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Child {
+    std::process::Command::new(granule_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot start the granule binary")
+}
+
+/// Waits for `child` to end within `bound`; (exit code, stdout, stderr). Its output is
+/// read meanwhile, so a chatty child cannot block on a full pipe. A child still running
+/// after `bound` is killed and the test fails: a hang is a failure, not a wait.
+pub fn finish_within(
+    mut child: std::process::Child,
+    bound: std::time::Duration,
+    what: &str,
+) -> (i32, String, String) {
+    use std::io::Read;
+    fn drain<R: Read + Send + 'static>(p: Option<R>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    }
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for granule") {
+            break status;
+        }
+        if start.elapsed() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: granule still running after {bound:?}: a hang");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    (
+        status.code().unwrap_or(-1),
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
