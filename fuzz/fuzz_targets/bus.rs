@@ -14,11 +14,17 @@ struct Checked(u64);
 
 impl BusDevice for Checked {
     fn read(&self, offset: u64, data: &mut [u8]) {
-        assert!(offset + data.len() as u64 <= self.0, "read outside the range");
+        assert!(
+            offset + data.len() as u64 <= self.0,
+            "read outside the range"
+        );
         data.fill(0x5a);
     }
     fn write(&self, offset: u64, data: &[u8]) {
-        assert!(offset + data.len() as u64 <= self.0, "write outside the range");
+        assert!(
+            offset + data.len() as u64 <= self.0,
+            "write outside the range"
+        );
     }
 }
 

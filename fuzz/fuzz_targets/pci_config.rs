@@ -5,18 +5,47 @@
 
 use std::sync::Arc;
 
-use granule_devices::pci::{Bar, BarKind, Header, HostBridge, PciConfigIo, ECAM_BUS_SIZE, PciConfigMmio, PciFunction, PciRoot};
+use granule_devices::pci::{
+    Bar, BarKind, Header, HostBridge, PciConfigIo, PciConfigMmio, PciFunction, PciRoot,
+    ECAM_BUS_SIZE,
+};
 use granule_devices::BusDevice;
 use granule_fuzz::Ops;
 use libfuzzer_sys::fuzz_target;
 
 fn function() -> PciFunction {
     let bars = [
-        (0, Bar { kind: BarKind::Mem32, size: 1 << 20, addr: 0xe000_0000 }),
-        (2, Bar { kind: BarKind::Mem64 { prefetchable: true }, size: 1 << 30, addr: 0x40_0000_0000 }),
-        (4, Bar { kind: BarKind::Io, size: 0x100, addr: 0x1000 }),
+        (
+            0,
+            Bar {
+                kind: BarKind::Mem32,
+                size: 1 << 20,
+                addr: 0xe000_0000,
+            },
+        ),
+        (
+            2,
+            Bar {
+                kind: BarKind::Mem64 { prefetchable: true },
+                size: 1 << 30,
+                addr: 0x40_0000_0000,
+            },
+        ),
+        (
+            4,
+            Bar {
+                kind: BarKind::Io,
+                size: 0x100,
+                addr: 0x1000,
+            },
+        ),
     ];
-    let header = Header { vendor: 0x1af4, device: 0x1000, class: (2, 0, 0), revision: 1 };
+    let header = Header {
+        vendor: 0x1af4,
+        device: 0x1000,
+        class: (2, 0, 0),
+        revision: 1,
+    };
     PciFunction::new(
         header,
         &bars,
@@ -30,7 +59,8 @@ fn function() -> PciFunction {
 
 fuzz_target!(|data: &[u8]| {
     let root = Arc::new(PciRoot::default());
-    root.insert(0, Arc::new(HostBridge::default())).expect("slot 0");
+    root.insert(0, Arc::new(HostBridge::default()))
+        .expect("slot 0");
     root.insert(1, Arc::new(function())).expect("slot 1");
     let io = PciConfigIo::new(root.clone());
     let ecam = PciConfigMmio::new(root);

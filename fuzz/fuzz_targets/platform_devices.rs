@@ -16,7 +16,12 @@ fuzz_target!(|data: &[u8]| {
     let (sink, events) = EventSink::channel();
     let mut ops = Ops::new(data);
     let devices: [Arc<dyn BusDevice>; 4] = [
-        Arc::new(AcpiPower::new(sink.clone(), ops.u8(), u64::from(ops.u8() & 7), ops.u8())),
+        Arc::new(AcpiPower::new(
+            sink.clone(),
+            ops.u8(),
+            u64::from(ops.u8() & 7),
+            ops.u8(),
+        )),
         Arc::new(I8042Reset::new(sink.clone())),
         Arc::new(BootTimer::new(ops.u8(), sink.clone())),
         Arc::new(PvPanic::new(sink)),

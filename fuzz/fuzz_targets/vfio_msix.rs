@@ -27,12 +27,17 @@ fuzz_target!(|data: &[u8]| {
     if let Some(at) = caps::find(byte, caps::CAP_MSIX) {
         let dword = |o: u16| {
             let o = usize::from(at + o);
-            u32::from_le_bytes(std::array::from_fn(|i| config.get(o + i).copied().unwrap_or(0)))
+            u32::from_le_bytes(std::array::from_fn(|i| {
+                config.get(o + i).copied().unwrap_or(0)
+            }))
         };
         let cap = MsixCap::parse(at, [dword(0), dword(4), dword(8)]);
         let _ = (cap.table_len(), cap.pba_len());
     }
-    let msi = MsiLayout { at: 0x50, control: ops.u16() };
+    let msi = MsiLayout {
+        at: 0x50,
+        control: ops.u16(),
+    };
     let _ = (msi.vectors(), msi.byte_len(), msi.wide(), msi.masking());
 
     // The table of a function with up to 2048 vectors, as the guest drives it.
@@ -42,7 +47,11 @@ fuzz_target!(|data: &[u8]| {
     while !ops.is_empty() {
         let op = ops.u8();
         let n = ops.access_len();
-        let offset = if op & 2 == 0 { u64::from(ops.u32()) % span } else { ops.u64() };
+        let offset = if op & 2 == 0 {
+            u64::from(ops.u32()) % span
+        } else {
+            ops.u64()
+        };
         if op & 1 == 0 {
             let mut d = [0u8; 8];
             table.read(offset, &mut d[..n]);
