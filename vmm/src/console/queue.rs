@@ -115,10 +115,14 @@ impl ConsoleWriter {
             cap,
         });
         let for_thread = shared.clone();
+        let filter = crate::seccomp::prepare(crate::seccomp::ThreadKind::ConsoleOut)
+            .map_err(io::Error::other)?;
         let thread = std::thread::Builder::new()
             .name("console-out".into())
             .spawn(move || {
-                crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::ConsoleOut);
+                if let Some(f) = &filter {
+                    f.install_or_exit();
+                }
                 write_loop(&for_thread, out)
             })?;
         Ok((

@@ -92,38 +92,65 @@ pub fn configure(mode: Mode, probe: bool) {
     let _ = CONFIG.set(Config { mode, probe });
 }
 
-/// Installs `kind`'s filter on the calling thread, once per thread; does nothing when
-/// the mode is off or was never configured.
-pub fn apply(kind: ThreadKind) -> Result<(), SeccompError> {
+/// A thread kind's filter, built (and the SIGSYS report set up) on the thread that
+/// starts the threads, so each new thread only installs it and a build error reaches a
+/// caller that can return it.
+pub struct Filter {
+    kind: ThreadKind,
+    program: BpfProgram,
+    probe: bool,
+}
+
+/// `kind`'s filter, or `None` when the mode is off or was never configured.
+pub fn prepare(kind: ThreadKind) -> Result<Option<Filter>, SeccompError> {
     let Some(cfg) = CONFIG.get() else {
-        return Ok(());
+        return Ok(None);
     };
-    if cfg.mode == Mode::Off || INSTALLED.with(Cell::get) != 0 {
-        return Ok(());
+    if cfg.mode == Mode::Off {
+        return Ok(None);
     }
     let program = program(kind, cfg.mode)?;
     if cfg.mode == Mode::On {
         sigsys::install().map_err(SeccompError::Handler)?;
     }
-    INSTALLED.with(|c| c.set(kind as u8));
-    seccompiler::apply_filter(&program).map_err(|error| SeccompError::Install {
-        thread: kind.name(),
-        error,
-    })?;
-    if cfg.probe && kind == ThreadKind::Vcpu {
-        sigsys::forbidden_call();
-    }
-    Ok(())
+    Ok(Some(Filter {
+        kind,
+        program,
+        probe: cfg.probe && kind == ThreadKind::Vcpu,
+    }))
 }
 
-/// [`apply`] on a thread that has no way to hand back an error (a vCPU or the console
-/// writer): granule ends with exit code 1, naming why. The filter was already built
-/// once on the VMM thread, so this fails only if the kernel refuses it.
-pub fn apply_or_exit(kind: ThreadKind) {
-    if let Err(e) = apply(kind) {
-        eprintln!("granule: error: {e}");
-        std::process::exit(1);
+impl Filter {
+    /// Installs the filter on the calling thread, unless it already has one.
+    pub fn install(&self) -> Result<(), SeccompError> {
+        if INSTALLED.with(Cell::get) != 0 {
+            return Ok(());
+        }
+        INSTALLED.with(|c| c.set(self.kind as u8));
+        seccompiler::apply_filter(&self.program).map_err(|error| SeccompError::Install {
+            thread: self.kind.name(),
+            error,
+        })?;
+        if self.probe {
+            sigsys::forbidden_call();
+        }
+        Ok(())
     }
+
+    /// [`Filter::install`] on a thread that has no way to hand back an error (a vCPU or
+    /// the console writer): granule ends with exit code 1, naming why. The filter is
+    /// already built, so this fails only if the kernel refuses it.
+    pub fn install_or_exit(&self) {
+        if let Err(e) = self.install() {
+            eprintln!("granule: error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Builds and installs `kind`'s filter on the calling thread (see [`prepare`]).
+pub fn apply(kind: ThreadKind) -> Result<(), SeccompError> {
+    prepare(kind)?.map_or(Ok(()), |f| f.install())
 }
 
 /// The kind whose filter the calling thread installed, if any.

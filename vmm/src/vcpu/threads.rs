@@ -52,6 +52,10 @@ impl<O: Send + 'static> VcpuThreads<O> {
         D: FnOnce(&mut Vcpu) -> O + Send + 'static,
     {
         kick::install_handler().map_err(ThreadsError::KickHandler)?;
+        let filter = Arc::new(
+            crate::seccomp::prepare(crate::seccomp::ThreadKind::Vcpu)
+                .map_err(ThreadsError::Seccomp)?,
+        );
         let mut threads = Self {
             slots: Vec::with_capacity(vcpus.len()),
             detached: false,
@@ -60,10 +64,13 @@ impl<O: Send + 'static> VcpuThreads<O> {
             let index = vcpu.index;
             let control = vcpu.control.clone();
             let keep = keep.clone();
+            let filter = filter.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
                 .spawn(move || {
-                    crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::Vcpu);
+                    if let Some(f) = filter.as_ref() {
+                        f.install_or_exit();
+                    }
                     let _keep = keep;
                     let binding = kick::bind_current_thread(vcpu.fd.get_kvm_run());
                     let out = driver(&mut vcpu);
