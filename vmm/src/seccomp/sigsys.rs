@@ -2,7 +2,7 @@
 //! this SIGSYS handler names the thread and the call on stderr and ends granule with
 //! exit code 1. It only writes and exits, both allowed on every thread.
 
-use std::sync::Once;
+use std::sync::OnceLock;
 
 /// Exit code of a forbidden call: granule's own failure.
 const EXIT_FORBIDDEN: libc::c_int = 1;
@@ -11,12 +11,13 @@ const EXIT_FORBIDDEN: libc::c_int = 1;
 /// then `_sigsys { void *call_addr; int syscall; unsigned arch; }`).
 const SI_SYSCALL_OFFSET: usize = 24;
 
-static INSTALL: Once = Once::new();
+/// The outcome of installing the handler (an errno on failure), kept so every later
+/// caller sees a failure too.
+static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
 
 /// Installs the handler for the process, once.
 pub fn install() -> std::io::Result<()> {
-    let mut result = Ok(());
-    INSTALL.call_once(|| {
+    let outcome = INSTALLED.get_or_init(|| {
         // SAFETY: a zeroed sigaction is valid; the handler has the SA_SIGINFO signature.
         let rc = unsafe {
             let mut act: libc::sigaction = std::mem::zeroed();
@@ -25,11 +26,13 @@ pub fn install() -> std::io::Result<()> {
             libc::sigemptyset(&mut act.sa_mask);
             libc::sigaction(libc::SIGSYS, &act, std::ptr::null_mut())
         };
-        if rc != 0 {
-            result = Err(std::io::Error::last_os_error());
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
         }
     });
-    result
+    outcome.map_err(std::io::Error::from_raw_os_error)
 }
 
 extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
