@@ -19,15 +19,7 @@ fn kernel_bytes() -> Vec<u8> {
             }
         }
     }
-    let mut b = vec![0u8; 1024 + 8192];
-    b[0x1f1] = 1;
-    b[0x1f4..0x1f8].copy_from_slice(&(8192u32 / 16).to_le_bytes());
-    b[0x201] = 0x66;
-    b[0x202..0x206].copy_from_slice(b"HdrS");
-    b[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
-    b[0x236..0x238].copy_from_slice(&1u16.to_le_bytes());
-    b[0x238..0x23c].copy_from_slice(&2047u32.to_le_bytes());
-    b
+    common::minimal_bzimage()
 }
 
 #[test]

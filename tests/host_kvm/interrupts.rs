@@ -1,6 +1,10 @@
-//! SIGINT and SIGTERM at each phase of `run` and `stress`: granule stops the guest and
-//! ends with exit code 130 and a message, and the result files are complete JSON (run)
-//! or absent (stress), never truncated.
+//! SIGINT and SIGTERM at each phase of `run`, `run --kernel` and `stress` (set-up before
+//! any vCPU, mid-run, teardown while results are written): granule ends with exit code
+//! 130 and a message, and each result file is complete JSON or absent, never truncated.
+//!
+//! Each phase is made to last and is recognised from /proc before the signal is sent
+//! (prefault threads, vCPU threads, the main thread blocked writing to a full pipe), so
+//! the signal lands in the phase named, every time.
 
 mod common;
 
@@ -27,21 +31,6 @@ fn threads(pid: u32) -> Vec<String> {
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
         .map(|n| n.trim().to_string())
         .collect()
-}
-
-/// Whether `pid` catches `sig` now (its handler is installed), from /proc.
-fn catches(pid: u32, sig: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let hex = s
-                .lines()
-                .find_map(|l| l.strip_prefix("SigCgt:"))?
-                .trim()
-                .to_string();
-            u64::from_str_radix(&hex, 16).ok()
-        })
-        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
 }
 
 /// Waits (bounded) until `ready` holds for the child, then sends `sig`.
@@ -72,9 +61,22 @@ fn json(path: &Path) -> serde_json::Value {
 /// (phase name, signal, program and its options, when the phase has come).
 type Phase = (&'static str, i32, &'static [&'static str], fn(u32) -> bool);
 
-/// `run`: a signal while the vCPUs run, and one during set-up (the handler is in, no
-/// vCPU thread yet: prefaulting 256 MiB), each ends with the summary, exit 130 and
-/// both result files whole.
+/// Whether a thread of `pid` named `name` exists now.
+fn has_thread(pid: u32, name: &str) -> bool {
+    threads(pid).iter().any(|t| t == name)
+}
+
+/// RAM to prefault for a set-up phase that lasts: long enough on this host for the
+/// prefault threads to be seen; the emulated arm64 bed is slow enough with less.
+const PREFAULT_ZONE: &str = if cfg!(target_arch = "x86_64") {
+    "size=2G,prefault=on"
+} else {
+    "size=256M,prefault=on"
+};
+
+/// `run`: a signal while the vCPUs run ends with the summary (verdict `interrupted`)
+/// and both result files whole; one while guest RAM is prefaulted (before any vCPU)
+/// stops set-up at once, with no result files.
 #[test]
 fn run_ends_with_130_and_whole_results_on_a_signal_in_any_phase() {
     if !common::kvm_available(
@@ -94,8 +96,8 @@ fn run_ends_with_130_and_whole_results_on_a_signal_in_any_phase() {
         (
             "set-up",
             libc::SIGTERM,
-            &["touch", "-m", "size=256M,prefault=on"],
-            |pid| catches(pid, libc::SIGTERM),
+            &["touch", "-m", PREFAULT_ZONE],
+            |pid| has_thread(pid, "prefault"),
         ),
     ];
     for (phase, sig, program, ready) in cases {
@@ -109,13 +111,170 @@ fn run_ends_with_130_and_whole_results_on_a_signal_in_any_phase() {
         signal_when(&child, sig, phase, ready);
         let (code, _, err) = finish(child);
         assert_eq!(code, 130, "{phase}: {err}");
+        assert!(!err.contains("panicked"), "{phase}: {err}");
+        if phase == "set-up" {
+            assert!(
+                err.contains("interrupted (SIGINT or SIGTERM)")
+                    && err.contains("stopped prefaulting guest RAM"),
+                "{phase}: {err}"
+            );
+            assert!(!Path::new(&j).exists() && !Path::new(&r).exists());
+            continue;
+        }
         assert!(
             err.contains("interrupted (SIGINT or SIGTERM)"),
             "{phase}: {err}"
         );
         assert_eq!(json(Path::new(&j))["verdict"], "interrupted", "{phase}");
         assert!(json(Path::new(&r)).is_object(), "{phase}");
-        assert!(!err.contains("panicked"), "{phase}: {err}");
+    }
+}
+
+/// `run --kernel`: a signal while guest RAM is prefaulted, before the kernel is loaded
+/// or any vCPU exists, stops set-up at once: exit 130, no result files. (This host's
+/// KVM cannot run Linux, so the header-only kernel never has to boot.)
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn run_kernel_stops_set_up_with_130_on_a_signal() {
+    if !common::kvm_available("interrupts_run_kernel_stops_set_up_with_130_on_a_signal") {
+        return;
+    }
+    let dir = Scratch::new("interrupt-kernel");
+    let kernel = dir.file("bzImage");
+    std::fs::write(&kernel, common::minimal_bzimage()).unwrap();
+    let j = dir.file("boot.json");
+    let child = start(&[
+        "run",
+        "--kernel",
+        &kernel,
+        "-m",
+        PREFAULT_ZONE,
+        "--json",
+        &j,
+        "--timeout",
+        "60",
+    ]);
+    signal_when(&child, libc::SIGINT, "prefaulting", |pid| {
+        has_thread(pid, "prefault")
+    });
+    let (code, _, err) = finish(child);
+    assert_eq!(code, 130, "{err}");
+    assert!(
+        err.contains("interrupted (SIGINT or SIGTERM)") && err.contains("stopped prefaulting"),
+        "{err}"
+    );
+    assert!(
+        !Path::new(&j).exists(),
+        "no summary for a boot that never began"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A pipe filled to capacity, to hand a child as its stdout or stderr: the child's
+/// first write there blocks until the test reads. Returns (read end, write end).
+fn full_pipe() -> (std::fs::File, std::fs::File) {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new fds into the array, owned by the Files below.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both fds were just created and nothing else owns them.
+    let (reader, mut writer) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: fcntl on a pipe fd this test owns; only the status flags change.
+    let flags = unsafe { libc::fcntl(fds[1], libc::F_GETFL) };
+    // SAFETY: as above.
+    unsafe { libc::fcntl(fds[1], libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    while writer.write(&[b'.'; 4096]).is_ok() {}
+    // SAFETY: as above: the child gets a blocking pipe, as a shell would give it.
+    unsafe { libc::fcntl(fds[1], libc::F_SETFL, flags) };
+    (reader, writer)
+}
+
+/// Whether the main thread of `pid` is in write(2) on `fd` now, from /proc.
+fn main_thread_writing(pid: u32, fd: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|s| {
+        let mut f = s.split_whitespace();
+        f.next() == Some(&libc::SYS_write.to_string()) && f.next() == Some(&format!("{fd:#x}"))
+    })
+}
+
+/// (name, arguments, the fd that is full, what the JSON must say).
+type Teardown = (
+    &'static str,
+    Vec<String>,
+    u32,
+    fn(&serde_json::Value) -> bool,
+);
+
+/// Teardown: the guest has ended and granule is writing its results when the signal
+/// comes (its main thread blocked on a full stderr for `run`, stdout for `stress`).
+/// The results are finished whole, then granule exits 130 saying the guest had ended.
+#[test]
+fn a_signal_while_results_are_written_finishes_them_then_exits_130() {
+    if !common::kvm_available(
+        "interrupts_a_signal_while_results_are_written_finishes_them_then_exits_130",
+    ) {
+        return;
+    }
+    use std::process::{Command, Stdio};
+    let dir = Scratch::new("interrupt-teardown");
+    let cases: [Teardown; 2] = [
+        (
+            "run",
+            vec!["run".into(), "hello".into(), "--quiet".into()],
+            2,
+            |v| v["verdict"] == "ok",
+        ),
+        (
+            "stress",
+            ["stress", "--quiet", "-c", "1", "-m", "1", "-s", "1"]
+                .map(String::from)
+                .to_vec(),
+            1,
+            |v| v["runs"].as_array().is_some_and(|r| r.len() == 1),
+        ),
+    ];
+    for (name, mut args, full_fd, whole) in cases {
+        let j = dir.file(&format!("{name}.json"));
+        args.extend(["--json".to_string(), j.clone()]);
+        let (reader, writer) = full_pipe();
+        let mut cmd = Command::new(common::granule_bin());
+        cmd.args(&args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if full_fd == 1 {
+            cmd.stdout(Stdio::from(writer));
+        } else {
+            cmd.stderr(Stdio::from(writer));
+        }
+        let child = cmd.spawn().expect("cannot start the granule binary");
+        // The command holds the pipe's write end: closed here, so the read below ends.
+        drop(cmd);
+        signal_when(&child, libc::SIGTERM, name, |pid| {
+            main_thread_writing(pid, full_fd)
+        });
+        // Only now is the full pipe read, so the blocked write completes after the signal.
+        let full = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut { reader }, &mut text);
+            text
+        });
+        let (code, out, err) = finish(child);
+        let all = format!("{out}{err}{}", full.join().unwrap());
+        assert_eq!(code, 130, "{name}: {all}");
+        assert!(
+            all.contains("interrupted (SIGINT or SIGTERM) after the guest had ended"),
+            "{name}: {all}"
+        );
+        assert!(whole(&json(Path::new(&j))), "{name}: {all}");
+        assert!(!all.contains("panicked"), "{name}: {all}");
     }
 }
 

@@ -10,6 +10,7 @@ use granule_arch::Program;
 use granule_vmm::cli::{output_file, Cli, Command, PlanArgs, ProgramArg, RunArgs, UsageError};
 use granule_vmm::kvm::KvmHandle;
 use granule_vmm::programs::{self, RunConfig, RunSummary, Verdict};
+use granule_vmm::signals::InterruptScope;
 use granule_vmm::user_io::{output::OutputFile, stdout};
 use granule_vmm::{plan_command, probe, units};
 
@@ -27,6 +28,19 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    // From here to the end of a run or stress command, SIGINT/SIGTERM ask granule to
+    // stop: set-up stops at its next check, a guest is stopped, and results that were
+    // still being written are finished before granule exits 130.
+    let interrupts = match cli.command {
+        Command::Run(_) | Command::Stress(_) => match InterruptScope::install_polled() {
+            Ok(scope) => Some(scope),
+            Err(e) => {
+                eprintln!("granule: error: cannot handle SIGINT/SIGTERM: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        Command::Probe { .. } | Command::Plan(_) => None,
+    };
     let result = match cli.command {
         Command::Probe { json } => run_probe(json),
         Command::Run(args) => {
@@ -40,30 +54,48 @@ fn main() -> ExitCode {
         Command::Plan(args) => run_plan(&args),
         Command::Stress(args) => {
             granule_vmm::seccomp::configure(args.seccomp, false);
-            granule_vmm::stress_command::main(&args).map(|()| ExitCode::SUCCESS)
+            granule_vmm::stress_command::main(&args).map(|()| 0)
         }
     };
+    let interrupted = interrupts.as_ref().is_some_and(InterruptScope::interrupted);
+    ExitCode::from(exit_code(result, interrupted))
+}
+
+/// The exit code for a command's result; `interrupted`: SIGINT or SIGTERM arrived.
+fn exit_code(result: Result<u8>, interrupted: bool) -> u8 {
     match result {
+        Ok(130) => 130,
+        Ok(code) if interrupted => {
+            eprintln!(
+                "granule: interrupted (SIGINT or SIGTERM) after the guest had ended \
+                 (its exit code {code}); the results written are complete"
+            );
+            130
+        }
         Ok(code) => code,
         Err(e) if e.downcast_ref::<UsageError>().is_some() => {
             eprintln!("granule: error: {e:#}");
-            ExitCode::from(2)
+            2
         }
         Err(e)
             if e.downcast_ref::<granule_vmm::stress::StressError>()
                 .is_some_and(|s| s.is_interrupted()) =>
         {
             eprintln!("granule: {e:#}");
-            ExitCode::from(130)
+            130
+        }
+        Err(e) if interrupted => {
+            eprintln!("granule: interrupted (SIGINT or SIGTERM): {e:#}");
+            130
         }
         Err(e) => {
             eprintln!("granule: error: {e:#}");
-            ExitCode::from(1)
+            1
         }
     }
 }
 
-fn run_probe(json: bool) -> Result<ExitCode> {
+fn run_probe(json: bool) -> Result<u8> {
     let facts = probe::probe();
     if json {
         stdout::line(&serde_json::to_string_pretty(&facts)?)?;
@@ -72,12 +104,12 @@ fn run_probe(json: bool) -> Result<ExitCode> {
     }
     if let Some(err) = &facts.kvm_error {
         eprintln!("granule: error: {err}");
-        return Ok(ExitCode::from(1));
+        return Ok(1);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
-fn run_plan(args: &PlanArgs) -> Result<ExitCode> {
+fn run_plan(args: &PlanArgs) -> Result<u8> {
     let out = plan_command::run(args)?;
     if args.json {
         stdout::line(&serde_json::to_string_pretty(&out)?)?;
@@ -88,7 +120,7 @@ fn run_plan(args: &PlanArgs) -> Result<ExitCode> {
             granule_vmm::report::render_plan(&out.plan)
         ))?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
 fn program(args: &RunArgs) -> Program {
@@ -104,7 +136,7 @@ fn program(args: &RunArgs) -> Program {
     }
 }
 
-fn run_program(args: &RunArgs) -> Result<ExitCode> {
+fn run_program(args: &RunArgs) -> Result<u8> {
     let report = output_file("stage-2 report", args.report.as_deref())?;
     let json = output_file("run summary", args.json.as_deref())?;
     let kvm = KvmHandle::open()?;
@@ -120,21 +152,21 @@ fn run_program(args: &RunArgs) -> Result<ExitCode> {
     eprint!("{}", granule_vmm::report::render(&summary.stage2));
     write_json(report.as_ref(), &summary.stage2)?;
     write_json(json.as_ref(), &summary)?;
-    Ok(ExitCode::from(match summary.verdict {
+    Ok(match summary.verdict {
         Verdict::Ok => 0,
         Verdict::Crashed => 3,
         Verdict::GuestFailed => 4,
         Verdict::TimedOut => 5,
         Verdict::Interrupted => 130,
-    }))
+    })
 }
 
 /// `granule run --kernel`: boots Linux; the exit code says how the guest ended.
-fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<ExitCode> {
+fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<u8> {
     use granule_vmm::linux::{self, LinuxConfig, DEFAULT_CMDLINE};
     if let Some(bdf) = granule_vmm::vfio::spec::first_duplicate(&args.device) {
         eprintln!("granule: error: --device names PCI device {bdf} twice; give each device once");
-        return Ok(ExitCode::from(2));
+        return Ok(2);
     }
     let report = output_file("stage-2 report", args.report.as_deref())?;
     let json = output_file("boot summary", args.json.as_deref())?;
@@ -159,7 +191,7 @@ fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<ExitCo
     eprint!("{}", linux::summary::render(&summary));
     write_json(report.as_ref(), &summary.stage2)?;
     write_json(json.as_ref(), &summary)?;
-    Ok(ExitCode::from(summary.exit_code))
+    Ok(summary.exit_code)
 }
 
 /// Writes `value` as pretty JSON to `out`, when an output was given.

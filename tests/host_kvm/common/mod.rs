@@ -156,3 +156,51 @@ pub fn finish_within(
         err.join().unwrap_or_default(),
     )
 }
+
+/// The smallest file granule's bzImage checks accept: a setup header (protocol 2.15,
+/// relocatable) and 8 KiB of payload. Not a kernel that runs.
+pub fn minimal_bzimage() -> Vec<u8> {
+    let mut b = vec![0u8; 1024 + 8192];
+    b[0x1f1] = 1;
+    b[0x1f4..0x1f8].copy_from_slice(&(8192u32 / 16).to_le_bytes());
+    b[0x201] = 0x66;
+    b[0x202..0x206].copy_from_slice(b"HdrS");
+    b[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+    b[0x236..0x238].copy_from_slice(&1u16.to_le_bytes());
+    b[0x238..0x23c].copy_from_slice(&2047u32.to_le_bytes());
+    b
+}
+
+pub const POOL_2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+/// Sets the 2 MiB pool to at least `pages` and restores the old size on drop.
+pub struct PoolGuard {
+    old: String,
+}
+
+impl PoolGuard {
+    pub fn reserve(pages: u64) -> Self {
+        let old = std::fs::read_to_string(POOL_2M)
+            .expect("2 MiB hugetlb pool")
+            .trim()
+            .to_string();
+        let want = pages.max(old.parse().unwrap_or(0));
+        std::fs::write(POOL_2M, want.to_string()).expect("cannot size the 2 MiB pool (needs root)");
+        let got: u64 = std::fs::read_to_string(POOL_2M)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            got >= pages,
+            "asked for {pages} 2 MiB pages, the kernel gave {got}"
+        );
+        Self { old }
+    }
+}
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::write(POOL_2M, &self.old);
+    }
+}

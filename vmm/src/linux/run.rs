@@ -129,6 +129,11 @@ fn wait_for_end(
     interrupts: &InterruptScope,
 ) -> Result<End, BootError> {
     loop {
+        // First: a request to stop made during set-up ends the run before the guest's
+        // own events (on a host that cannot run it, a crash) are read.
+        if interrupts.interrupted() {
+            return Ok(End::Interrupted);
+        }
         let wait = judge.next_wake(Instant::now(), MAX_WAIT);
         // Round up so a deadline is reached, not spun on in zero-length waits.
         let wait_ms = i32::try_from(wait.as_millis() + 1).unwrap_or(i32::MAX);

@@ -28,40 +28,49 @@ pub unsafe fn populate(addr: *mut u8, len: usize, page: usize, threads: usize) -
     let next = std::sync::atomic::AtomicUsize::new(0);
     let threads = threads.clamp(1, chunks.len().max(1));
     std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
+        let workers = (0..threads)
             .map(|_| {
-                s.spawn(|| -> io::Result<()> {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&(start, n)) = chunks.get(i) else {
-                            return Ok(());
-                        };
-                        // SAFETY: the chunk lies inside the caller's live mapping.
-                        if unsafe {
-                            libc::madvise(start as *mut libc::c_void, n, MADV_POPULATE_WRITE)
-                        } != 0
-                        {
-                            let e = io::Error::last_os_error();
-                            if e.raw_os_error() != Some(libc::EINVAL) {
+                std::thread::Builder::new()
+                    .name("prefault".into())
+                    .spawn_scoped(s, || -> io::Result<()> {
+                        loop {
+                            // Gigabytes take seconds: SIGINT/SIGTERM stop at the next chunk.
+                            if crate::signals::interrupted() {
                                 return Err(io::Error::new(
-                                    e.kind(),
-                                    format!("prefaulting guest RAM: {e}"),
+                                    io::ErrorKind::Interrupted,
+                                    "stopped prefaulting guest RAM",
                                 ));
                             }
-                            // Kernel before 5.14: touch one byte per page instead.
-                            for p in (start..start + n).step_by(page) {
-                                // SAFETY: `p` is inside the caller's read-write mapping; a
-                                // volatile read-modify-write keeps the contents.
-                                unsafe {
-                                    let ptr = p as *mut u8;
-                                    ptr.write_volatile(ptr.read_volatile());
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(&(start, n)) = chunks.get(i) else {
+                                return Ok(());
+                            };
+                            // SAFETY: the chunk lies inside the caller's live mapping.
+                            if unsafe {
+                                libc::madvise(start as *mut libc::c_void, n, MADV_POPULATE_WRITE)
+                            } != 0
+                            {
+                                let e = io::Error::last_os_error();
+                                if e.raw_os_error() != Some(libc::EINVAL) {
+                                    return Err(io::Error::new(
+                                        e.kind(),
+                                        format!("prefaulting guest RAM: {e}"),
+                                    ));
+                                }
+                                // Kernel before 5.14: touch one byte per page instead.
+                                for p in (start..start + n).step_by(page) {
+                                    // SAFETY: `p` is inside the caller's read-write mapping; a
+                                    // volatile read-modify-write keeps the contents.
+                                    unsafe {
+                                        let ptr = p as *mut u8;
+                                        ptr.write_volatile(ptr.read_volatile());
+                                    }
                                 }
                             }
                         }
-                    }
-                })
+                    })
             })
-            .collect();
+            .collect::<io::Result<Vec<_>>>()?;
         workers.into_iter().try_for_each(|w| {
             w.join()
                 .unwrap_or_else(|_| Err(io::Error::other("prefault thread panicked")))
