@@ -20,41 +20,8 @@ use granule_vmm::stage2::Reason;
 /// The tests here measure process-wide state (mappings, the hugetlb pool): one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-const POOL_2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
 const K4: u64 = 4 << 10;
 const M2: u64 = 2 << 20;
-
-/// Sets the 2 MiB pool to at least `pages` and restores the old size on drop.
-struct PoolGuard {
-    old: String,
-}
-
-impl PoolGuard {
-    fn reserve(pages: u64) -> Self {
-        let old = std::fs::read_to_string(POOL_2M)
-            .expect("2 MiB hugetlb pool")
-            .trim()
-            .to_string();
-        let want = pages.max(old.parse().unwrap_or(0));
-        std::fs::write(POOL_2M, want.to_string()).expect("cannot size the 2 MiB pool (needs root)");
-        let got: u64 = std::fs::read_to_string(POOL_2M)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        assert!(
-            got >= pages,
-            "asked for {pages} 2 MiB pages, the kernel gave {got}"
-        );
-        Self { old }
-    }
-}
-
-impl Drop for PoolGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::write(POOL_2M, &self.old);
-    }
-}
 
 fn run_touch(zone: ZoneConfig) -> Stage2Report {
     let cfg = RunConfig {
@@ -117,7 +84,7 @@ fn observed_leaves_match_the_prediction_for_each_backing() {
 
     // hugetlb 2M, prefaulted: every touched block a 2M leaf, exactly.
     {
-        let _pool = PoolGuard::reserve(512);
+        let _pool = common::PoolGuard::reserve(512);
         let r = run_touch(parse_zone("size=1G,backing=hugetlb-2m,prefault=on").unwrap());
         eprint!("{}", report::render(&r));
         assert_eq!(r.verdict, report::Verdict::Match);
