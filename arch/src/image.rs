@@ -88,6 +88,10 @@ pub enum Program {
     /// Write to, then read from, a guest-physical address no memory or device backs,
     /// and report the value read.
     MmioProbe { gpa: u64 },
+    /// `count` times: write a byte to the serial console, read the configuration space
+    /// of an absent PCI function (x86), and write then read `gpa`, which nothing backs.
+    /// Shows that a guest's device traffic costs the host bounded memory and logs.
+    Hammer { count: u32, gpa: u64 },
     /// Count forever, reporting the count as progress every 2^24 iterations. Never
     /// finishes: exercises pause, resume, stop and timeouts.
     Spin,

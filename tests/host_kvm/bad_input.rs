@@ -104,6 +104,27 @@ const RUN_VALUES: &[Case] = &[
     (&["run", "port-probe", "--port", "70000"], 2, "0 to 65535"),
     (&["run", "mmio-probe", "--gpa", "0xzz"], 2, "'0xzz'"),
     (&["run", "no-such-program"], 2, "'no-such-program'"),
+    (&["run", "hammer", "--count", "0"], 2, "invalid count '0'"),
+    (
+        &["run", "touch", "--text", "hi"],
+        2,
+        "--text does not apply to `touch`",
+    ),
+    (
+        &["run", "--gpa", "0x1000"],
+        2,
+        "--gpa does not apply to `hello`",
+    ),
+    (
+        &["run", "spin", "--port", "0x60"],
+        2,
+        "--port does not apply to `spin`",
+    ),
+    (
+        &["run", "mmio-probe", "--count", "9"],
+        2,
+        "--count does not apply",
+    ),
 ];
 
 /// `run`: memory zones.

@@ -6,8 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use granule_arch::Program;
-use granule_vmm::cli::{output_file, Cli, Command, PlanArgs, ProgramArg, RunArgs, UsageError};
+use granule_vmm::cli::{output_file, Cli, Command, PlanArgs, RunArgs, UsageError};
 use granule_vmm::kvm::KvmHandle;
 use granule_vmm::programs::{self, RunConfig, RunSummary, Verdict};
 use granule_vmm::signals::InterruptScope;
@@ -123,25 +122,12 @@ fn run_plan(args: &PlanArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn program(args: &RunArgs) -> Program {
-    match args.program.unwrap_or(ProgramArg::Hello) {
-        ProgramArg::Hello => Program::Hello {
-            text: args.text.clone(),
-        },
-        ProgramArg::Touch => Program::Touch,
-        ProgramArg::TripleFault => Program::TripleFault,
-        ProgramArg::PortProbe => Program::PortProbe { port: args.port },
-        ProgramArg::MmioProbe => Program::MmioProbe { gpa: args.gpa },
-        ProgramArg::Spin => Program::Spin,
-    }
-}
-
 fn run_program(args: &RunArgs) -> Result<u8> {
     let report = output_file("stage-2 report", args.report.as_deref())?;
     let json = output_file("run summary", args.json.as_deref())?;
     let kvm = KvmHandle::open()?;
     let cfg = RunConfig {
-        program: program(args),
+        program: args.built_in_program().map_err(UsageError::from)?,
         vcpus: args.cpus,
         zones: args.memory.clone(),
         timeout: args.timeout,

@@ -101,13 +101,13 @@ const MAX_RESULT_FILE: u64 = 64 << 20;
 
 /// `granule stress compare`: prints the table, writes the SVG.
 pub fn compare(files: &[impl AsRef<Path>], svg: &Path) -> Result<String> {
-    let svg = OutputFile::check("chart", svg).map_err(UsageError)?;
+    let svg = OutputFile::check("chart", svg).map_err(UsageError::File)?;
     let reports = files
         .iter()
         .map(|f| {
             let f = f.as_ref();
             let text = crate::user_io::input::read_text("result file", f, MAX_RESULT_FILE)
-                .map_err(UsageError)?;
+                .map_err(UsageError::File)?;
             serde_json::from_str::<StressReport>(&text).with_context(|| {
                 format!(
                     "{} is not a granule stress result (written by --json)",

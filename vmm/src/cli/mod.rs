@@ -1,7 +1,10 @@
 //! The `granule` command line: definitions and value parsers. Every parser names the bad
 //! value and the accepted form; clap turns the error into exit code 2.
 
+pub mod program;
 pub mod values;
+
+pub use program::OptionNotApplicable;
 
 use std::path::PathBuf;
 
@@ -10,8 +13,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// A bad command line found after parsing (an output path that cannot be written, a
 /// device named twice): the binary exits 2 as for a parse error.
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct UsageError(#[from] pub crate::user_io::UserFileError);
+pub enum UsageError {
+    #[error(transparent)]
+    File(#[from] crate::user_io::UserFileError),
+    #[error(transparent)]
+    Option(#[from] OptionNotApplicable),
+}
 
 /// Checks an optional output path before any work; see [`crate::user_io::output`].
 pub fn output_file(
@@ -20,7 +27,7 @@ pub fn output_file(
 ) -> Result<Option<crate::user_io::output::OutputFile>, UsageError> {
     path.map(|p| crate::user_io::output::OutputFile::check(what, p))
         .transpose()
-        .map_err(UsageError)
+        .map_err(UsageError::File)
 }
 
 #[derive(Debug, Parser)]
@@ -179,6 +186,10 @@ pub enum ProgramArg {
     MmioProbe,
     /// Count forever on every vCPU (use with --timeout; shows pause/stop behaviour).
     Spin,
+    /// Drive devices hard (--count rounds of a serial write, an absent PCI function's
+    /// configuration read on x86, an unbacked address written and read (--gpa)): shows
+    /// the host's memory and logs stay bounded whatever a guest does.
+    Hammer,
 }
 
 #[derive(Debug, clap::Args)]
@@ -221,15 +232,19 @@ pub struct RunArgs {
     /// Stop the guest after this many seconds (e.g. 30 or 2.5).
     #[arg(long, value_parser = values::parse_timeout, allow_hyphen_values = true)]
     pub timeout: Option<std::time::Duration>,
-    /// Text for `hello`.
-    #[arg(long, default_value = "Hello from a granule guest!\n", value_parser = values::parse_text, conflicts_with = "kernel")]
-    pub text: String,
-    /// Port for `port-probe` (decimal or 0x hex).
-    #[arg(long, value_parser = values::parse_port, default_value = "0x80", conflicts_with = "kernel")]
-    pub port: u16,
-    /// Guest-physical address for `mmio-probe` (decimal or 0x hex).
-    #[arg(long, value_parser = values::parse_u64, default_value = "0xd0000000", conflicts_with = "kernel")]
-    pub gpa: u64,
+    /// Text for `hello` [default: "Hello from a granule guest!\n"].
+    #[arg(long, value_parser = values::parse_text, conflicts_with = "kernel")]
+    pub text: Option<String>,
+    /// Port for `port-probe` (decimal or 0x hex) [default: 0x80].
+    #[arg(long, value_parser = values::parse_port, conflicts_with = "kernel")]
+    pub port: Option<u16>,
+    /// Guest-physical address for `mmio-probe` and `hammer` (decimal or 0x hex)
+    /// [default: 0xd0000000].
+    #[arg(long, value_parser = values::parse_u64, conflicts_with = "kernel")]
+    pub gpa: Option<u64>,
+    /// Rounds for `hammer` [default: 100000].
+    #[arg(long, value_parser = values::parse_count, conflicts_with = "kernel")]
+    pub count: Option<u32>,
     /// Write the run summary (with a kernel: end, boot time, stage-2 share) as JSON to
     /// this file.
     #[arg(long, value_name = "FILE")]

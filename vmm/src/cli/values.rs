@@ -93,6 +93,13 @@ pub fn parse_u64(s: &str) -> Result<u64, String> {
     })
 }
 
+pub fn parse_count(s: &str) -> Result<u32, String> {
+    s.parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("invalid count '{s}': expected 1 to {}", u32::MAX))
+}
+
 pub fn parse_port(s: &str) -> Result<u16, String> {
     let v = parse_u64(s)
         .map_err(|_| format!("invalid port '{s}': expected 0 to 65535, decimal or 0x hex"))?;

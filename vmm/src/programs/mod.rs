@@ -113,6 +113,7 @@ pub fn program_name(p: &Program) -> &'static str {
         Program::PciConfigRead { .. } => "pci-config-read",
         Program::MmioProbe { .. } => "mmio-probe",
         Program::Spin => "spin",
+        Program::Hammer { .. } => "hammer",
         Program::Stress { .. } => "stress",
     }
 }

@@ -38,7 +38,7 @@ pub fn build(program: &Program, ram: &[RamRange], vcpus: usize) -> Result<GuestI
     let first = *ram.first().ok_or(ImageError::NoRam)?;
     let ram_top = ram.iter().map(RamRange::end).max().unwrap_or(0);
     let mut top = ram_top.max(MMIO_HOLE_END);
-    if let Program::MmioProbe { gpa } = program {
+    if let Program::MmioProbe { gpa } | Program::Hammer { gpa, .. } = program {
         if ram.iter().any(|r| (r.gpa..r.end()).contains(gpa)) {
             return Err(ImageError::ProbeInRam { gpa: *gpa });
         }

@@ -96,6 +96,24 @@ fn mmio_probe(a: &mut A64, gpa: u64) {
     done(a);
 }
 
+/// `count` rounds of: a byte to the UART, a write and a read of the unbacked `gpa`.
+fn hammer(a: &mut A64, count: u32, gpa: u64) {
+    let (top, end) = (a.label(), a.label());
+    a.mov_imm(X(20), u64::from(count))
+        .mov_imm(X(18), UART_MMIO)
+        .mov_imm(X(19), gpa)
+        .movz(X(2), u16::from(b'.'), 0);
+    a.bind(top);
+    a.cbz(X(20), end);
+    a.strb(X(2), X(18))
+        .str(X(2), X(19))
+        .ldr(X(3), X(19))
+        .sub_imm(X(20), X(20), 1)
+        .b(top);
+    a.bind(end);
+    done(a);
+}
+
 /// The workload of `program` (not stress, which has its own image) at `base`.
 pub fn encode(program: &Program, base: u64) -> Result<Vec<u8>, ImageError> {
     let mut a = A64::new(base);
@@ -105,6 +123,7 @@ pub fn encode(program: &Program, base: u64) -> Result<Vec<u8>, ImageError> {
         Program::Touch => touch(&mut a),
         Program::Spin => spin(&mut a),
         Program::MmioProbe { gpa } => mmio_probe(&mut a, *gpa),
+        Program::Hammer { count, gpa } => hammer(&mut a, *count, *gpa),
         // An undefined instruction: the vector table reports it as an exception.
         Program::TripleFault => {
             a.udf();

@@ -78,7 +78,7 @@ pub fn build(
             data = vec![0; (per_vcpu * vcpus as u64) as usize];
             touch_tables = Some(per_vcpu);
         }
-        Program::MmioProbe { gpa } => {
+        Program::MmioProbe { gpa } | Program::Hammer { gpa, .. } => {
             if ram.iter().any(|r| (r.gpa..r.end()).contains(gpa)) {
                 return Err(ImageError::ProbeInRam { gpa: *gpa });
             }

@@ -101,6 +101,30 @@ fn mmio_probe(a: &mut Asm, gpa: u64) {
     done(a);
 }
 
+/// A configuration address no PCI function answers: bus 0, device 31, function 7.
+pub const ABSENT_PCI_FUNCTION: u32 = 0x8000_ff00;
+
+/// `count` rounds of: a serial byte, an absent function's configuration read, a write
+/// and a read of the unbacked `gpa`.
+fn hammer(a: &mut Asm, count: u32, gpa: u64) {
+    let (top, end) = (a.label(), a.label());
+    a.mov_imm32(Reg::Rcx, count).mov_imm64(Reg::Rdi, gpa);
+    a.bind(top);
+    a.test_rr(Reg::Rcx, Reg::Rcx).jcc(Cond::Z, end);
+    a.mov_imm32(Reg::Rdx, u32::from(COM1_PORT))
+        .mov_imm32(Reg::Rax, u32::from(b'.'))
+        .out_dx_al();
+    a.mov_imm32(Reg::Rdx, 0xcf8)
+        .mov_imm32(Reg::Rax, ABSENT_PCI_FUNCTION)
+        .out_dx_eax()
+        .mov_imm32(Reg::Rdx, 0xcfc)
+        .in_eax_dx();
+    a.store(Reg::Rdi, 0, Reg::Rax).load(Reg::Rbx, Reg::Rdi, 0);
+    a.dec(Reg::Rcx).jmp(top);
+    a.bind(end);
+    done(a);
+}
+
 /// Counts in rbx forever; reports every 2^24 iterations.
 fn spin(a: &mut Asm) {
     let top = a.label();
@@ -191,6 +215,7 @@ pub fn encode_for(program: &Program, base: u64, vcpu: usize) -> Result<Vec<u8>, 
         Program::PciConfigRead { address } => pci_config_read(&mut a, *address),
         Program::MmioProbe { gpa } => mmio_probe(&mut a, *gpa),
         Program::Spin => spin(&mut a),
+        Program::Hammer { count, gpa } => hammer(&mut a, *count, *gpa),
         Program::Stress { crash_vcpu, .. } => stress(&mut a, *crash_vcpu == Some(vcpu)),
     }
     a.finish()
@@ -269,6 +294,10 @@ mod tests {
             Program::TripleFault,
             Program::PortProbe { port: 0x80 },
             Program::MmioProbe { gpa: 0xd000_0000 },
+            Program::Hammer {
+                count: 3,
+                gpa: 0xd000_0000,
+            },
         ] {
             let code = encode(&p, 0x2000).unwrap();
             assert_eq!(&code[code.len() - 2..], &[0x0f, 0x0b], "{p:?}");
