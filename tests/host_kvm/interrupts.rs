@@ -18,6 +18,11 @@ use common::Scratch;
 /// first, which takes tens of seconds in the emulated arm64 bed.
 const END_WITHIN: Duration = Duration::from_secs(120);
 
+/// How long a phase may take to come: a bound against a hang, not a speed test. In the
+/// emulated arm64 bed a stress run's set-up alone takes a minute or more while other
+/// tests run beside it.
+const REACH_WITHIN: Duration = Duration::from_secs(300);
+
 fn start(args: &[&str]) -> Child {
     common::spawn_granule(args)
 }
@@ -37,10 +42,7 @@ fn threads(pid: u32) -> Vec<String> {
 fn signal_when(child: &Child, sig: i32, what: &str, ready: impl Fn(u32) -> bool) {
     let start = Instant::now();
     while !ready(child.id()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "never reached: {what}"
-        );
+        assert!(start.elapsed() < REACH_WITHIN, "never reached: {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
     // SAFETY: kill(2) on our own child's pid.
@@ -223,13 +225,16 @@ fn a_signal_while_results_are_written_finishes_them_then_exits_130() {
     }
     use std::process::{Command, Stdio};
     let dir = Scratch::new("interrupt-teardown");
-    let cases: [Teardown; 2] = [
+    let cases: Vec<Teardown> = vec![
         (
             "run",
             vec!["run".into(), "hello".into(), "--quiet".into()],
             2,
             |v| v["verdict"] == "ok",
         ),
+        // The same exit path as `run`'s; not repeated in the emulated arm64 bed, where
+        // a whole stress run costs minutes.
+        #[cfg(target_arch = "x86_64")]
         (
             "stress",
             ["stress", "--quiet", "-c", "1", "-m", "1", "-s", "1"]
