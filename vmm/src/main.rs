@@ -129,7 +129,7 @@ fn run_program(args: &RunArgs) -> Result<u8> {
     let cfg = RunConfig {
         program: args.built_in_program().map_err(UsageError::from)?,
         vcpus: args.cpus,
-        zones: args.memory.clone(),
+        zones: zones_with_defaults(args),
         timeout: args.timeout,
         progress: !args.quiet,
     };
@@ -165,7 +165,7 @@ fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<u8> {
             .clone()
             .unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
         vcpus: args.cpus,
-        zones: args.memory.clone(),
+        zones: zones_with_defaults(args),
         timeout: args.timeout,
         devices: args.device.clone(),
         process_start,
@@ -178,6 +178,13 @@ fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<u8> {
     write_json(report.as_ref(), &summary.stage2)?;
     write_json(json.as_ref(), &summary)?;
     Ok(summary.exit_code)
+}
+
+/// The `--memory` zones, those without `backing=` given this host's default.
+fn zones_with_defaults(args: &RunArgs) -> Vec<granule_vmm::memory::ZoneConfig> {
+    let mut zones = args.memory.clone();
+    granule_vmm::memory::default_backing::apply_host(&mut zones);
+    zones
 }
 
 /// Writes `value` as pretty JSON to `out`, when an output was given.

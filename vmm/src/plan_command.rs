@@ -95,11 +95,14 @@ pub fn run(a: &PlanArgs) -> Result<PlanOutput, PlanCommandError> {
         _ => "x86_64",
     };
     let pfnmap = crate::probe::huge_pfnmap_leaf(&crate::probe::kernel_release(), arch_name);
-    let input = hypothetical::plan_input(&a.memory, &a.bar, target, base, &holes, pfnmap)?;
+    // Zones without `backing=` get what `run` would give them on this host.
+    let mut zones = a.memory.clone();
+    crate::memory::default_backing::apply_host(&mut zones);
+    let input = hypothetical::plan_input(&zones, &a.bar, target, base, &holes, pfnmap)?;
     Ok(PlanOutput {
         arch,
         target,
-        zones: a.memory.clone(),
+        zones,
         bars: a.bar.clone(),
         plan: stage2::plan(&input)?,
     })

@@ -2,6 +2,7 @@
 //! congruent modulo the largest page, registered with KVM as memslots.
 
 pub mod backing;
+pub mod default_backing;
 pub mod hypothetical;
 pub mod layout;
 pub mod memslot;

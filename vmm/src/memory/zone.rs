@@ -18,6 +18,12 @@ pub struct ZoneConfig {
     /// Debug: offset the host mapping by this many bytes from its natural alignment,
     /// which breaks GPA/HVA congruence (shows how granule explains a bad layout).
     pub misalign: u64,
+    /// `backing=` was given; without it [`super::default_backing`] chooses.
+    #[serde(skip)]
+    pub backing_given: bool,
+    /// Why granule chose `backing`, when the user did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backing_default: Option<String>,
 }
 
 impl ZoneConfig {
@@ -28,6 +34,8 @@ impl ZoneConfig {
             prefault: false,
             gpa: None,
             misalign: 0,
+            backing_given: true,
+            backing_default: None,
         }
     }
 }
@@ -106,6 +114,7 @@ pub fn parse_zone(spec: &str) -> Result<ZoneConfig, String> {
             return Err(bad("misalign must be a multiple of 4K below 2M".into()));
         }
     }
+    zone.backing_given = seen.contains(&"backing");
     Ok(zone)
 }
 
@@ -117,7 +126,10 @@ mod tests {
     fn zones_parse_in_both_forms() {
         assert_eq!(
             parse_zone("1G"),
-            Ok(ZoneConfig::new(1 << 30, Backing::Anon4k))
+            Ok(ZoneConfig {
+                backing_given: false,
+                ..ZoneConfig::new(1 << 30, Backing::Anon4k)
+            })
         );
         let z = parse_zone("size=8G,backing=hugetlb-1g,prefault=on,gpa=0x100000000").unwrap();
         assert_eq!(

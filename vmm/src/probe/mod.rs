@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::kvm::{KvmError, KvmHandle};
 pub use backend::{Backend, BackendKind};
-pub use host::{huge_pfnmap_leaf, kernel_release, nx_huge_pages, HugepagePool, Thp, Vfio};
+pub use host::{huge_pfnmap_leaf, kernel_release, nx_huge_pages, thp, HugepagePool, Thp, Vfio};
 pub use render::render_table;
 
 /// Capabilities reported by the probe: what granule uses now or in planned features.

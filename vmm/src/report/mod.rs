@@ -18,6 +18,9 @@ pub use render::{describe_target, render, render_plan};
 pub struct ZoneObserved {
     pub zone: usize,
     pub backing: Backing,
+    /// Why granule chose the backing, when the user did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backing_default: Option<String>,
     pub size: u64,
     pub hva: u64,
     pub map_s: f64,
@@ -195,6 +198,7 @@ fn observe_zones(
             ZoneObserved {
                 zone: i,
                 backing: z.config.backing,
+                backing_default: z.config.backing_default.clone(),
                 size: z.config.size,
                 hva: start,
                 map_s: z.map_s,

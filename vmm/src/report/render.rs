@@ -100,9 +100,13 @@ pub fn render(r: &Stage2Report) -> String {
         let prefault = z
             .prefault_s
             .map_or(String::new(), |s| format!(", prefault {s:.3}s"));
+        let chosen = z
+            .backing_default
+            .as_ref()
+            .map_or(String::new(), |why| format!(" ({why})"));
         let _ = writeln!(
             o,
-            "  zone {}: {} {} at hva {:#x}: {host} (map {:.3}s{prefault})",
+            "  zone {}: {} {}{chosen} at hva {:#x}: {host} (map {:.3}s{prefault})",
             z.zone,
             format_size(z.size),
             z.backing.name(),
