@@ -205,6 +205,12 @@ fn check_first_boot(run: &granule_bed::BedRun) {
     assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json);
     assert_eq!(c.json["format"], "bz_image");
     assert_boot_timer_fired(&c);
+    // `-m 256M` without backing=: THP in this bed (its THP mode is `always`), so most
+    // of what the guest touched sits in 2 MiB leaves (with 4K it was none).
+    let zone = &c.json["stage2"]["zones"][0];
+    assert_eq!(zone["backing"], "thp", "{zone}");
+    let share = &c.json["stage2_share"];
+    assert!(share["huge_share"].as_f64().unwrap_or(0.0) > 0.5, "{share}");
     assert!(c.err.contains("guest userspace"), "{}", c.err);
     // The PCI host bridge is enumerated (through ECAM from the MCFG table) and the kernel
     // has no warning about PCI, ACPI or the windows.
