@@ -38,6 +38,50 @@ fn touch_writes_json_with_verified_pages() {
     assert!(err.contains("progress:"), "progress is shown: {err}");
 }
 
+/// `--json` has granule's own footprint (memory besides the guest's, time to the first
+/// KVM_RUN), and a zone given without `backing=` says what this host's THP mode chose.
+#[test]
+fn run_json_has_the_footprint_and_the_default_backing_with_its_reason() {
+    if !common::kvm_available(
+        "cli_run_json_has_the_footprint_and_the_default_backing_with_its_reason",
+    ) {
+        return;
+    }
+    let dir = common::Scratch::new("cli-footprint");
+    let json = dir.file("hello.json");
+    let (code, _, err) = granule(&["run", "hello", "-m", "256M", "--json", &json]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("footprint: ") && err.contains("first KVM_RUN"),
+        "{err}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let f = &v["footprint"];
+    let (vmm, rss) = (f["vmm_bytes"].as_u64(), f["process_rss_bytes"].as_u64());
+    assert!(vmm.is_some_and(|b| b > 0 && b < 256 << 20), "{f}");
+    assert!(rss >= vmm, "{f}");
+    assert!(
+        f["first_kvm_run_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{f}"
+    );
+    let mode =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    let thp = mode.contains("[always]") || mode.contains("[madvise]");
+    let zone = &v["stage2"]["zones"][0];
+    assert_eq!(
+        zone["backing"],
+        if thp { "thp" } else { "4k" },
+        "{mode}: {zone}"
+    );
+    assert!(
+        zone["backing_default"]
+            .as_str()
+            .is_some_and(|why| why.starts_with("default: host THP")),
+        "{zone}"
+    );
+}
+
 /// x86: a triple fault at CPL 3. arm64: the undefined instruction reaches the
 /// program's vector table, which reports the exception (class 0: unknown reason).
 #[test]

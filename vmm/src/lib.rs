@@ -5,6 +5,7 @@ pub mod allocators;
 pub mod cli;
 pub mod console;
 pub mod devices;
+pub mod footprint;
 pub mod kvm;
 pub mod linux;
 pub mod memory;

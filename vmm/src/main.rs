@@ -16,6 +16,7 @@ use granule_vmm::{plan_command, probe, units};
 fn main() -> ExitCode {
     // The boot timer measures guest boot from here.
     let process_start = std::time::Instant::now();
+    granule_vmm::footprint::mark_process_start();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -220,6 +221,7 @@ fn render_summary(s: &RunSummary) -> String {
     for (vcpu, value) in &s.values {
         let _ = writeln!(o, "  vCPU {vcpu} reported value {value:#x}");
     }
+    o.push_str(&granule_vmm::footprint::render(&s.footprint, "  "));
     if s.pages_touched > 0 {
         let _ = writeln!(
             o,

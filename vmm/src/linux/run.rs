@@ -82,6 +82,7 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
     running.stop()?;
     let stage2 = stage2_report(&running, guest_page_size, &executed);
     let devices = predict_bars(passthrough.devices.clone(), guest_page_size);
+    let footprint = crate::footprint::measure(crate::footprint::guest_resident(&stage2));
     Ok(BootSummary {
         kernel: cfg.kernel.clone(),
         format,
@@ -101,6 +102,7 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
         stage2,
         console: ConsoleLoss::default(),
         passthrough: devices,
+        footprint,
     })
 }
 

@@ -111,6 +111,8 @@ pub struct BootSummary {
     pub console: ConsoleLoss,
     /// The PCI functions passed through, their BARs and predicted leaves.
     pub passthrough: Vec<crate::vfio::Passthrough>,
+    /// granule's own memory and start-up time, measured when the guest stopped.
+    pub footprint: crate::footprint::Footprint,
 }
 
 pub use crate::console::ConsoleLoss;
@@ -151,6 +153,7 @@ pub fn render(s: &BootSummary) -> String {
     for d in &s.passthrough {
         out.push_str(&render_passthrough(d));
     }
+    out.push_str(&crate::footprint::render(&s.footprint, "granule: "));
     out
 }
 

@@ -101,6 +101,8 @@ pub struct RunSummary {
     pub stage2: crate::report::Stage2Report,
     /// Console output that never reached stdout.
     pub console: crate::console::ConsoleLoss,
+    /// granule's own memory and start-up time, measured when the guest stopped.
+    pub footprint: crate::footprint::Footprint,
 }
 
 /// Short name of a program for reports.
@@ -196,6 +198,7 @@ fn run_queued(
         cfg.program == Program::Touch,
         &shares,
     );
+    let footprint = crate::footprint::measure(crate::footprint::guest_resident(&stage2));
     Ok(RunSummary {
         program: program_name(&cfg.program).into(),
         vcpus: cfg.vcpus,
@@ -213,6 +216,7 @@ fn run_queued(
         pages_verified,
         stage2,
         console: crate::console::ConsoleLoss::default(),
+        footprint,
     })
 }
 
