@@ -6,12 +6,13 @@
 # KVM_RUN. Both come from the run's --json (`footprint`). A measurement, not a test: it
 # prints a table and exits 0 unless granule fails.
 #
-# Usage: ci/bench-footprint.sh [ROUNDS]      (default 5)
+# Usage: [PROFILE=release-lto] ci/bench-footprint.sh [ROUNDS]      (default 5, release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
-cargo build --release -q -p granule-vmm
-bin=target/release/granule
+profile=${PROFILE:-release}
+cargo build --profile "$profile" -q -p granule-vmm
+bin=target/$profile/granule
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
