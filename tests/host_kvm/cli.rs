@@ -39,22 +39,24 @@ fn touch_writes_json_with_verified_pages() {
 }
 
 /// `--json` has granule's own footprint (memory besides the guest's, time to the first
-/// KVM_RUN), and a zone given without `backing=` says what this host's THP mode chose.
+/// KVM_RUN) and KVM's exit counters (also printed with `-v`), and a zone given without
+/// `backing=` says what this host's THP mode chose.
 #[test]
-fn run_json_has_the_footprint_and_the_default_backing_with_its_reason() {
+fn run_json_has_the_footprint_exits_and_the_default_backing_with_its_reason() {
     if !common::kvm_available(
-        "cli_run_json_has_the_footprint_and_the_default_backing_with_its_reason",
+        "cli_run_json_has_the_footprint_exits_and_the_default_backing_with_its_reason",
     ) {
         return;
     }
     let dir = common::Scratch::new("cli-footprint");
     let json = dir.file("hello.json");
-    let (code, _, err) = granule(&["run", "hello", "-m", "256M", "--json", &json]);
+    let (code, _, err) = granule(&["run", "hello", "-m", "256M", "-v", "--json", &json]);
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("footprint: ") && err.contains("first KVM_RUN"),
         "{err}"
     );
+    assert!(err.contains("KVM exits by reason"), "{err}");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let f = &v["footprint"];
@@ -65,6 +67,9 @@ fn run_json_has_the_footprint_and_the_default_backing_with_its_reason() {
         f["first_kvm_run_ms"].as_f64().is_some_and(|ms| ms > 0.0),
         "{f}"
     );
+    // Every text byte the guest wrote left it through an exit.
+    let exits = &v["exits"]["exits"];
+    assert!(exits.as_u64().is_some_and(|n| n > 0), "{}", v["exits"]);
     let mode =
         std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
     let thp = mode.contains("[always]") || mode.contains("[madvise]");

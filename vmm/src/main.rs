@@ -137,6 +137,12 @@ fn run_program(args: &RunArgs) -> Result<u8> {
     let summary = programs::run(&kvm, &cfg, std::io::stdout()).context("running the guest")?;
     eprint!("{}", render_summary(&summary));
     eprint!("{}", granule_vmm::report::render(&summary.stage2));
+    if args.verbose {
+        eprint!(
+            "{}",
+            granule_vmm::report::render_exit_counts(&summary.exits)
+        );
+    }
     write_json(report.as_ref(), &summary.stage2)?;
     write_json(json.as_ref(), &summary)?;
     Ok(match summary.verdict {
@@ -176,6 +182,12 @@ fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<u8> {
         eprint!("{}", granule_vmm::report::render(&summary.stage2));
     }
     eprint!("{}", linux::summary::render(&summary));
+    if args.verbose {
+        eprint!(
+            "{}",
+            granule_vmm::report::render_exit_counts(&summary.exits)
+        );
+    }
     write_json(report.as_ref(), &summary.stage2)?;
     write_json(json.as_ref(), &summary)?;
     Ok(summary.exit_code)

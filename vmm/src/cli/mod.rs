@@ -255,6 +255,10 @@ pub struct RunArgs {
     /// Do not show progress.
     #[arg(long)]
     pub quiet: bool,
+    /// Also print KVM's exit counters per reason, summed over the vCPUs (they are in
+    /// --json either way).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
     /// System-call filters per thread: on (a call outside a thread's list ends granule
     /// with exit 1, naming it), log (the call goes through; the kernel logs it), off.
     #[arg(long, value_enum, default_value = "on")]

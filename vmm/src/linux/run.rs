@@ -103,6 +103,7 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
         console: ConsoleLoss::default(),
         passthrough: devices,
         footprint,
+        exits: running.exit_counts(),
     })
 }
 

@@ -113,6 +113,8 @@ pub struct BootSummary {
     pub passthrough: Vec<crate::vfio::Passthrough>,
     /// granule's own memory and start-up time, measured when the guest stopped.
     pub footprint: crate::footprint::Footprint,
+    /// KVM's exit counters by name, summed over the vCPUs.
+    pub exits: std::collections::BTreeMap<String, u64>,
 }
 
 pub use crate::console::ConsoleLoss;

@@ -88,7 +88,12 @@ pub fn open(fd: &impl AsRawFd) -> Result<OwnedFd, StatsError> {
 
 /// Reads all statistics of a VM or vCPU fd.
 pub fn read(fd: &impl AsRawFd) -> Result<Stats, StatsError> {
-    let file = std::fs::File::from(open(fd)?);
+    read_stats_fd(&std::fs::File::from(open(fd)?))
+}
+
+/// Reads all statistics from a stats fd [`open`] returned (it stays valid after its
+/// vCPU's thread has ended, so it can be read then).
+pub fn read_stats_fd(file: &std::fs::File) -> Result<Stats, StatsError> {
     let mut header = [0u8; HEADER];
     file.read_exact_at(&mut header, 0)
         .map_err(StatsError::Read)?;
@@ -111,6 +116,17 @@ pub fn read(fd: &impl AsRawFd) -> Result<Stats, StatsError> {
     }
     buf.truncate(got);
     parse(&buf)
+}
+
+/// Exit counters of vCPU statistics by name (x86: `exits`, `io_exits`, `halt_exits`,
+/// ...; arm64: `exits`, `mmio_exit_user`, `wfi_exit_stat`, ...), summed into `into`.
+pub fn add_exit_counts(stats: &Stats, into: &mut BTreeMap<String, u64>) {
+    for (name, values) in stats.iter().filter(|(n, _)| n.contains("exit")) {
+        if let [value] = values.as_slice() {
+            let sum = into.entry(name.clone()).or_insert(0);
+            *sum = sum.saturating_add(*value);
+        }
+    }
 }
 
 /// The x86 stage-2 leaf counts by leaf size, from VM statistics.

@@ -103,6 +103,8 @@ pub struct RunSummary {
     pub console: crate::console::ConsoleLoss,
     /// granule's own memory and start-up time, measured when the guest stopped.
     pub footprint: crate::footprint::Footprint,
+    /// KVM's exit counters by name, summed over the vCPUs.
+    pub exits: std::collections::BTreeMap<String, u64>,
 }
 
 /// Short name of a program for reports.
@@ -217,6 +219,7 @@ fn run_queued(
         stage2,
         console: crate::console::ConsoleLoss::default(),
         footprint,
+        exits: running.exit_counts(),
     })
 }
 

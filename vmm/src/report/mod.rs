@@ -11,7 +11,7 @@ use crate::memory::{Backing, GuestRam};
 use crate::observe::{pagemap, smaps, stats};
 use crate::probe::BackendKind;
 use crate::stage2::{self, HostKind, HostMapping, PlanInput, PlanRange, Target, G1, K4, M2};
-pub use render::{describe_target, render, render_plan};
+pub use render::{describe_target, render, render_exit_counts, render_plan};
 
 /// What the host had mapped behind one zone when the guest finished.
 #[derive(Debug, Clone, Serialize)]

@@ -150,3 +150,17 @@ pub fn render(r: &Stage2Report) -> String {
     let _ = writeln!(o, "  verdict: {verdict}");
     o
 }
+
+/// KVM's exit counters, one line each, largest first (for `--verbose`).
+pub fn render_exit_counts(counts: &std::collections::BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "granule: exits: KVM has no vCPU statistics here\n".into();
+    }
+    let mut rows: Vec<(&String, &u64)> = counts.iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let mut o = String::from("granule: KVM exits by reason (all vCPUs):\n");
+    for (name, n) in rows {
+        let _ = writeln!(o, "  {name:<24} {n:>12}");
+    }
+    o
+}

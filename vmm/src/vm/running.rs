@@ -45,6 +45,9 @@ pub struct RunningVm {
     ram: Arc<GuestRam>,
     devices: Arc<DeviceManager>,
     ring: Option<Arc<CoalescedRing>>,
+    /// Each vCPU's statistics fd, opened before its thread started (None where KVM
+    /// has none): read once the threads have ended, for the exit counts.
+    vcpu_stats: Vec<Option<std::fs::File>>,
 }
 
 pub(super) fn start(vm: Vm, reports: bool) -> Result<RunningVm, VmError> {
@@ -67,6 +70,14 @@ pub(super) fn start(vm: Vm, reports: bool) -> Result<RunningVm, VmError> {
         notifier: exit_notifier,
     };
     let count = vcpus.len();
+    let vcpu_stats = vcpus
+        .iter()
+        .map(|fd| {
+            crate::observe::stats::open(fd)
+                .ok()
+                .map(std::fs::File::from)
+        })
+        .collect();
     let drivers = vcpus.into_iter().enumerate().map(|(index, fd)| {
         let channel = channel.clone();
         let driver = move |v: &mut Vcpu| drive(v, &channel);
@@ -83,6 +94,7 @@ pub(super) fn start(vm: Vm, reports: bool) -> Result<RunningVm, VmError> {
         ram,
         devices,
         ring: io.ring,
+        vcpu_stats,
     })
 }
 
@@ -108,6 +120,19 @@ impl RunningVm {
 
     pub fn vcpu_count(&self) -> usize {
         self.threads.len()
+    }
+
+    /// KVM's exit counters summed over all vCPUs, by name (empty without vCPU
+    /// statistics). Complete once the vCPUs have stopped.
+    pub fn exit_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut counts = std::collections::BTreeMap::new();
+        for file in self.vcpu_stats.iter().flatten() {
+            match crate::observe::stats::read_stats_fd(file) {
+                Ok(stats) => crate::observe::stats::add_exit_counts(&stats, &mut counts),
+                Err(e) => tracing::debug!("no vCPU statistics: {e}"),
+            }
+        }
+        counts
     }
 
     fn record(&mut self, event: &VcpuEvent) {
