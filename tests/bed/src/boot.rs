@@ -39,16 +39,32 @@ pub fn guest_facts(out: &str) -> (u64, u64) {
     (field("cpus="), field("ram_bytes="))
 }
 
-/// The guest's init wrote the boot timer after granule started the vCPUs.
+/// The guest's init wrote the boot timer after granule started the vCPUs, and the
+/// boot's phases came in order: memory mapped, kernel loaded, vCPUs started, the first
+/// KVM_RUN, userspace.
 pub fn assert_boot_timer_fired(c: &BootCase) {
-    let userspace = c.json["boot"]["userspace_ms"].as_f64().unwrap_or(0.0);
-    let started = c.json["boot"]["vcpus_started_ms"]
-        .as_f64()
-        .unwrap_or(f64::MAX);
+    let boot = &c.json["boot"];
+    let phases = [
+        "memory_mapped_ms",
+        "kernel_loaded_ms",
+        "vcpus_started_ms",
+        "first_kvm_run_ms",
+        "userspace_ms",
+    ];
+    let at: Vec<f64> = phases
+        .iter()
+        .map(|p| {
+            boot[p]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no {p} in {boot}"))
+        })
+        .collect();
+    assert!(at[0] > 0.0, "{boot}");
     assert!(
-        userspace > started,
-        "boot timer {userspace} ms after vCPU start {started} ms"
+        at.windows(2).all(|w| w[0] <= w[1]),
+        "phases out of order: {boot}"
     );
+    assert!(at[4] > at[2], "boot timer after the vCPUs started: {boot}");
 }
 
 /// The kernel's warnings the guest's init picked out of dmesg (PCI, ACPI, device tree).

@@ -21,6 +21,17 @@ pub struct Prepared {
     pub guest_page_size: u64,
     /// The passed-through devices and their DMA address spaces, kept for the run.
     pub passthrough: crate::vfio::attach::Attached,
+    /// When set-up's phases ended, for the boot's time breakdown.
+    pub marks: SetupMarks,
+}
+
+/// When each phase of a backend's set-up ended.
+#[derive(Debug, Clone, Copy)]
+pub struct SetupMarks {
+    /// Files checked and guest RAM mapped (and prefaulted, if asked).
+    pub memory_mapped: std::time::Instant,
+    /// Kernel, initramfs and boot data written to guest memory.
+    pub kernel_loaded: std::time::Instant,
 }
 
 /// Builds a Linux guest's VM for one architecture, up to vCPUs ready to run. Each

@@ -54,6 +54,7 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
         executed,
         guest_page_size,
         passthrough,
+        marks,
     } = p;
     let Platform {
         serial,
@@ -93,7 +94,14 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
         exit_code: end.exit_code(),
         end,
         boot: BootTimes {
+            memory_mapped_ms: ms(marks
+                .memory_mapped
+                .saturating_duration_since(cfg.process_start)),
+            kernel_loaded_ms: ms(marks
+                .kernel_loaded
+                .saturating_duration_since(cfg.process_start)),
             vcpus_started_ms: ms(vcpus_started),
+            first_kvm_run_ms: footprint.first_kvm_run_ms,
             userspace_ms: judge
                 .userspace
                 .map(|at| ms(at.saturating_duration_since(cfg.process_start))),

@@ -57,8 +57,14 @@ impl End {
 /// Milliseconds from granule's start.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BootTimes {
+    /// Files checked and guest RAM mapped (prefaulted, if asked).
+    pub memory_mapped_ms: f64,
+    /// Kernel, initramfs and boot data in guest memory.
+    pub kernel_loaded_ms: f64,
     /// The vCPUs started (VM, memory, kernel load and devices done).
     pub vcpus_started_ms: f64,
+    /// The first KVM_RUN: the guest's first instruction.
+    pub first_kvm_run_ms: Option<f64>,
     /// The guest's init wrote the boot timer port; None if it never did.
     pub userspace_ms: Option<f64>,
 }
@@ -124,11 +130,18 @@ pub fn render(s: &BootSummary) -> String {
     let mut out = format!("granule: {}\n", s.end.describe());
     match s.boot.userspace_ms {
         Some(ms) => out.push_str(&format!(
-            "granule: boot time: guest userspace {ms:.1} ms after granule started (vCPUs started at {:.1} ms)\n",
-            s.boot.vcpus_started_ms
+            "granule: boot time: guest userspace {ms:.1} ms after granule started\n"
         )),
         None => out.push_str("granule: boot time: the guest never wrote the boot timer port\n"),
     }
+    let b = &s.boot;
+    let first = b
+        .first_kvm_run_ms
+        .map_or(String::new(), |ms| format!(", first KVM_RUN {ms:.1}"));
+    out.push_str(&format!(
+        "granule: set-up (ms after start): memory mapped {:.1}, kernel loaded {:.1}, vCPUs started {:.1}{first}\n",
+        b.memory_mapped_ms, b.kernel_loaded_ms, b.vcpus_started_ms
+    ));
     if let Some(share) = s
         .stage2_share
         .as_ref()

@@ -79,6 +79,7 @@ pub fn prepare(
         &[(0, map.ram_base)],
         crate::probe::host_memory(),
     )?;
+    let memory_mapped = std::time::Instant::now();
     let first = ram.ranges()[0];
     let header = inputs.image.header;
     // Saturating: a span past 64 bits does not fit, and place() says so.
@@ -94,6 +95,7 @@ pub fn prepare(
     if let (Some((path, file, len)), Some((start, _))) = (&mut inputs.initrd, at.initrd) {
         read_into(vm.ram(), start, "initramfs", path, file, *len)?;
     }
+    let kernel_loaded = std::time::Instant::now();
     for _ in 0..cfg.vcpus {
         vm.create_vcpu()?;
     }
@@ -126,6 +128,10 @@ pub fn prepare(
         executed: vec![(entry, entry + header.image_size)],
         guest_page_size: header.page_size.unwrap_or(PAGE),
         passthrough: Default::default(),
+        marks: super::super::backend::SetupMarks {
+            memory_mapped,
+            kernel_loaded,
+        },
     })
 }
 

@@ -76,6 +76,7 @@ pub fn prepare(
         granule_arch::address_map::X86_64.ram_holes,
         crate::probe::host_memory(),
     )?;
+    let memory_mapped = std::time::Instant::now();
     let mut vm = Vm::new(kvm, ram)?;
     // The irqchip and PIT before any vCPU, as KVM requires.
     vm.create_irqchip()?;
@@ -85,6 +86,7 @@ pub fn prepare(
     };
     kvm_step("KVM_CREATE_PIT2", vm.fd().create_pit2(pit))?;
     let loaded = load(&vm, inputs, apic_ids)?;
+    let kernel_loaded = std::time::Instant::now();
     let devices = add_devices(&mut vm, out)?;
     let passthrough = crate::vfio::attach_all(&vm, &cfg.devices)?;
     let supported = kvm_step(
@@ -111,6 +113,10 @@ pub fn prepare(
         executed: vec![(HIMEM_START, loaded.end)],
         guest_page_size: crate::vcpu::setup_x86_64::guest_page_size(&supported),
         passthrough,
+        marks: super::super::backend::SetupMarks {
+            memory_mapped,
+            kernel_loaded,
+        },
     })
 }
 
