@@ -31,15 +31,18 @@ fn main() -> ExitCode {
     // From here to the end of a run or stress command, SIGINT/SIGTERM ask granule to
     // stop: set-up stops at its next check, a guest is stopped, and results that were
     // still being written are finished before granule exits 130.
-    let interrupts = match cli.command {
-        Command::Run(_) | Command::Stress(_) => match InterruptScope::install_polled() {
-            Ok(scope) => Some(scope),
-            Err(e) => {
-                eprintln!("granule: error: cannot handle SIGINT/SIGTERM: {e}");
-                return ExitCode::from(1);
-            }
-        },
-        Command::Probe { .. } | Command::Plan(_) => None,
+    let runs_a_guest = match &cli.command {
+        Command::Run(_) => true,
+        Command::Stress(a) => a.action.is_none(),
+        Command::Probe { .. } | Command::Plan(_) => false,
+    };
+    let interrupts = match runs_a_guest.then(InterruptScope::install_polled) {
+        None => None,
+        Some(Ok(scope)) => Some(scope),
+        Some(Err(e)) => {
+            eprintln!("granule: error: cannot handle SIGINT/SIGTERM: {e}");
+            return ExitCode::from(1);
+        }
     };
     let result = match cli.command {
         Command::Probe { json } => run_probe(json),
