@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// A bad command line found after parsing (an output path that cannot be written, a
-/// device named twice): the binary exits 2 as for a parse error.
+/// A bad command line found after parsing (an output path that cannot be written, an
+/// option for another built-in program): the binary exits 2 as for a parse error.
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
     #[error(transparent)]
