@@ -143,6 +143,28 @@ pub fn leaf_counts(stats: &Stats) -> Option<BTreeMap<u64, u64>> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn exit_counters_are_summed_by_name_and_histograms_and_others_left_out() {
+        let vcpu = |exits: u64, io: u64| -> Stats {
+            [
+                ("exits", vec![exits]),
+                ("io_exits", vec![io]),
+                ("halt_poll_success_ns", vec![7]),
+                ("halt_wait_hist", vec![1, 2, 3]),
+            ]
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .collect()
+        };
+        let mut sum = BTreeMap::new();
+        add_exit_counts(&vcpu(10, 4), &mut sum);
+        add_exit_counts(&vcpu(u64::MAX, 1), &mut sum);
+        let want: BTreeMap<String, u64> = [("exits".to_string(), u64::MAX), ("io_exits".into(), 5)]
+            .into_iter()
+            .collect();
+        assert_eq!(sum, want);
+    }
+
     /// Builds a stats image the way the kernel lays it out.
     fn image(entries: &[(&str, &[u64])]) -> Vec<u8> {
         let name_size = 48usize;
