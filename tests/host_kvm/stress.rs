@@ -88,6 +88,18 @@ fn stress_runs_in_both_modes_and_compares() {
         v["runs"][0]["efaults"].as_u64().unwrap() > 1000,
         "skip mode faults on every page"
     );
+    // granule's own memory, besides the 1 GiB chunk the guest wrote (4K pages).
+    let f = &v["runs"][0]["footprint"];
+    assert!(
+        f["guest_resident_bytes"].as_u64().unwrap_or(0) >= 1 << 30,
+        "{f}"
+    );
+    assert!(
+        f["vmm_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0 && b < 256 << 20),
+        "{f}"
+    );
     let v = run_json(
         &["-c", "2", "-m", "4", "-s", "1", "--on-fault", "stop"],
         &stop,

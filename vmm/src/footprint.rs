@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 static PROCESS_START: OnceLock<Instant> = OnceLock::new();
 static FIRST_ENTRY: OnceLock<Instant> = OnceLock::new();
@@ -26,7 +26,7 @@ pub fn mark_first_entry() {
 }
 
 /// What granule itself cost, measured when the guest stopped.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Footprint {
     /// Milliseconds from `main` to the first KVM_RUN (None without both marks).
     pub first_kvm_run_ms: Option<f64>,
@@ -76,6 +76,18 @@ pub fn guest_resident(report: &crate::report::Stage2Report) -> u64 {
         .zones
         .iter()
         .filter_map(|z| z.smaps.as_ref().map(|s| s.rss))
+        .sum()
+}
+
+/// Resident bytes (smaps Rss) of the mappings in `ranges` (host addresses), for guest
+/// memory that is not a stage-2 report's zones (stress's chunk).
+pub fn resident_in(ranges: &[(u64, u64)]) -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/smaps") else {
+        return 0;
+    };
+    ranges
+        .iter()
+        .map(|&(start, end)| crate::observe::smaps::facts(&text, start, end).rss)
         .sum()
 }
 

@@ -178,6 +178,7 @@ mod tests {
                     guest_fwb: None,
                     efaults: 0,
                     mmio_faults: 0,
+                    footprint: None,
                 })
                 .collect(),
         }

@@ -100,6 +100,9 @@ pub struct RunResult {
     pub guest_fwb: Option<bool>,
     pub efaults: u64,
     pub mmio_faults: u64,
+    /// granule's own memory and start-up time, measured after the last phase.
+    #[serde(default)]
+    pub footprint: Option<crate::footprint::Footprint>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

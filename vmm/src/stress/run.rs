@@ -371,6 +371,10 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
         }
     };
 
+    let footprint = crate::footprint::measure(crate::footprint::resident_in(&guest_memory(
+        &chunk,
+        vm.ram(),
+    )));
     // Teardown as upstream: delete every other slot, drop half the chunk, join.
     delete_even_slots(&vm, first_slot, g.slots)?;
     chunk.drop_first_half();
@@ -389,6 +393,7 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
         guest_fwb,
         efaults: counts.iter().map(|c| c.efaults).sum(),
         mmio_faults: counts.iter().map(|c| c.mmio_faults).sum(),
+        footprint: Some(footprint),
     };
     let info = ConfigInfo {
         vcpus: c.vcpus,
@@ -405,4 +410,15 @@ pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo),
     drop(vm);
     drop(chunk);
     Ok((result, info))
+}
+
+/// Host ranges of the guest's memory: the aliased chunk and low RAM.
+fn guest_memory(chunk: &Chunk, ram: &crate::memory::GuestRam) -> Vec<(u64, u64)> {
+    let range = |m: &crate::memory::mmap::AlignedMmap| {
+        let start = m.as_ptr() as u64;
+        (start, start.saturating_add(m.len() as u64))
+    };
+    std::iter::once(range(&chunk.0))
+        .chain(ram.zones().iter().map(|z| range(&z.map)))
+        .collect()
 }

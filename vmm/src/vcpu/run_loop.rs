@@ -56,7 +56,6 @@ pub fn drive(vcpu: &mut Vcpu, channel: &EventChannel) -> VcpuOutcome {
 }
 
 fn drive_loop(vcpu: &mut Vcpu, events: &Sender<VcpuEvent>) -> VcpuOutcome {
-    crate::footprint::mark_first_entry();
     loop {
         let regs = |v: &Vcpu| RegsSnapshot::read(&v.fd);
         return match vcpu.run_once() {
