@@ -477,22 +477,10 @@ fn a_stdout_nobody_reads_does_not_stop_the_guest() {
     if !common::kvm_available("cli_a_stdout_nobody_reads_does_not_stop_the_guest") {
         return;
     }
-    use std::io::Write;
-    use std::os::fd::AsRawFd;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
-    let (reader, mut writer) = std::io::pipe().unwrap();
-    let fd = writer.as_raw_fd();
-    // SAFETY: fcntl on a pipe fd this test owns; only the status flags change.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
-    let block = [b'x'; 4096];
-    while writer.write(&block).is_ok() {}
-    // SAFETY: as above: granule gets a blocking stdout, as a shell would give it.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
-    let bin =
-        std::env::var("GRANULE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_granule").to_string());
+    let (reader, writer) = common::full_pipe();
+    let bin = common::granule_bin();
     let mut child = Command::new(bin)
         .args(["run", "hello", "--text", "never read\n", "--timeout", "60"])
         .env("RUST_LOG", "warn")

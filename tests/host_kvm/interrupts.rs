@@ -27,17 +27,6 @@ fn start(args: &[&str]) -> Child {
     common::spawn_granule(args)
 }
 
-/// Names of the threads of `pid` now.
-fn threads(pid: u32) -> Vec<String> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|n| n.trim().to_string())
-        .collect()
-}
-
 /// Waits (bounded) until `ready` holds for the child, then sends `sig`.
 fn signal_when(child: &Child, sig: i32, what: &str, ready: impl Fn(u32) -> bool) {
     let start = Instant::now();
@@ -65,7 +54,9 @@ type Phase = (&'static str, i32, &'static [&'static str], fn(u32) -> bool);
 
 /// Whether a thread of `pid` named `name` exists now.
 fn has_thread(pid: u32, name: &str) -> bool {
-    threads(pid).iter().any(|t| t == name)
+    common::thread_names(&pid.to_string())
+        .iter()
+        .any(|t| t == name)
 }
 
 /// RAM to prefault for a set-up phase that lasts: long enough on this host for the
@@ -89,7 +80,7 @@ fn run_ends_with_130_and_whole_results_on_a_signal_in_any_phase() {
     let dir = Scratch::new("interrupt-run");
     let cases: [Phase; 2] = [
         ("mid-run", libc::SIGINT, &["spin", "-c", "2"], |pid| {
-            threads(pid)
+            common::thread_names(&pid.to_string())
                 .iter()
                 .filter(|t| t.starts_with("vcpu"))
                 .count()
@@ -172,31 +163,6 @@ fn run_kernel_stops_set_up_with_130_on_a_signal() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// A pipe filled to capacity, to hand a child as its stdout or stderr: the child's
-/// first write there blocks until the test reads. Returns (read end, write end).
-fn full_pipe() -> (std::fs::File, std::fs::File) {
-    use std::io::Write;
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two new fds into the array, owned by the Files below.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: both fds were just created and nothing else owns them.
-    let (reader, mut writer) = unsafe {
-        (
-            std::fs::File::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
-    };
-    // SAFETY: fcntl on a pipe fd this test owns; only the status flags change.
-    let flags = unsafe { libc::fcntl(fds[1], libc::F_GETFL) };
-    // SAFETY: as above.
-    unsafe { libc::fcntl(fds[1], libc::F_SETFL, flags | libc::O_NONBLOCK) };
-    while writer.write(&[b'.'; 4096]).is_ok() {}
-    // SAFETY: as above: the child gets a blocking pipe, as a shell would give it.
-    unsafe { libc::fcntl(fds[1], libc::F_SETFL, flags) };
-    (reader, writer)
-}
-
 /// Whether the main thread of `pid` is in write(2) on `fd` now, from /proc.
 fn main_thread_writing(pid: u32, fd: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|s| {
@@ -247,7 +213,7 @@ fn a_signal_while_results_are_written_finishes_them_then_exits_130() {
     for (name, mut args, full_fd, whole) in cases {
         let j = dir.file(&format!("{name}.json"));
         args.extend(["--json".to_string(), j.clone()]);
-        let (reader, writer) = full_pipe();
+        let (reader, writer) = common::full_pipe();
         let mut cmd = Command::new(common::granule_bin());
         cmd.args(&args)
             .env("RUST_LOG", "warn")
@@ -296,7 +262,7 @@ fn stress_ends_with_130_and_no_results_on_a_signal() {
         "stress", "--quiet", "-c", "2", "-m", "1", "-s", "1", "--json", &j,
     ]);
     signal_when(&child, libc::SIGINT, "stress vCPUs running", |pid| {
-        threads(pid)
+        common::thread_names(&pid.to_string())
             .iter()
             .filter(|t| t.starts_with("vcpu"))
             .count()

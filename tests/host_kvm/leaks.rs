@@ -18,20 +18,11 @@ fn count(dir: &str) -> usize {
     std::fs::read_dir(dir).unwrap().count()
 }
 
-/// Names of this process's threads now.
-fn own_threads() -> Vec<String> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|n| n.trim().to_string())
-        .collect()
-}
-
 /// Sends SIGTERM to this process once `vcpus` vCPU threads run (bounded wait).
 fn interrupt_when_running(vcpus: usize) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let start = Instant::now();
-        while own_threads()
+        while common::thread_names("self")
             .iter()
             .filter(|t| t.starts_with("vcpu"))
             .count()

@@ -15,12 +15,12 @@ use serde::{Deserialize, Serialize};
 static PROCESS_START: OnceLock<Instant> = OnceLock::new();
 static FIRST_ENTRY: OnceLock<Instant> = OnceLock::new();
 
-/// Marks the start of `main` (the binary calls it first; library callers need not).
-pub fn mark_process_start() {
-    let _ = PROCESS_START.set(Instant::now());
+/// Records when `main` started (the binary does; library callers need not).
+pub fn mark_process_start(at: Instant) {
+    let _ = PROCESS_START.set(at);
 }
 
-/// Marks the first KVM_RUN of the process (later calls keep the first).
+/// Marks a vCPU thread about to make its first KVM_RUN (the process's first is kept).
 pub fn mark_first_entry() {
     let _ = FIRST_ENTRY.get_or_init(Instant::now);
 }

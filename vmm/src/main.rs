@@ -16,7 +16,7 @@ use granule_vmm::{plan_command, probe, units};
 fn main() -> ExitCode {
     // The boot timer measures guest boot from here.
     let process_start = std::time::Instant::now();
-    granule_vmm::footprint::mark_process_start();
+    granule_vmm::footprint::mark_process_start(process_start);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -47,10 +47,8 @@ pub fn run(a: &StressArgs) -> Result<StressReport> {
 }
 
 fn run_with(cfg: &StressConfig, repeat: usize, facts: &probe::HostFacts) -> Result<StressReport> {
-    // SIGINT/SIGTERM stop the run at its next phase boundary (or between repeats) with
-    // a clear error and no results file, instead of killing granule mid-phase.
-    let _interrupts =
-        crate::signals::InterruptScope::install_polled().context("cannot handle SIGINT/SIGTERM")?;
+    // SIGINT/SIGTERM (handled from the start of the command, by `main`'s scope) stop the
+    // run at its next phase boundary or between repeats, with no results file.
     let kvm = crate::kvm::KvmHandle::open()?;
     let backend = facts.kvm.as_ref().map(|k| k.backend.clone());
     eprintln!(

@@ -204,3 +204,39 @@ impl Drop for PoolGuard {
         let _ = std::fs::write(POOL_2M, &self.old);
     }
 }
+
+/// Names of the threads of process `pid` (a number, or "self") now; none once it is gone.
+pub fn thread_names(pid: &str) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+/// A pipe filled to capacity, to hand a child as its stdout or stderr: the child's
+/// first write there blocks until the test reads. Returns (read end, write end).
+pub fn full_pipe() -> (std::fs::File, std::fs::File) {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new fds into the array, owned by the Files below.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both fds were just created and nothing else owns them.
+    let (reader, mut writer) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: fcntl on a pipe fd this test owns; only the status flags change.
+    let flags = unsafe { libc::fcntl(fds[1], libc::F_GETFL) };
+    // SAFETY: as above.
+    unsafe { libc::fcntl(fds[1], libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    while writer.write(&[b'.'; 4096]).is_ok() {}
+    // SAFETY: as above: the child gets a blocking pipe, as a shell would give it.
+    unsafe { libc::fcntl(fds[1], libc::F_SETFL, flags) };
+    (reader, writer)
+}

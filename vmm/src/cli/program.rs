@@ -4,6 +4,8 @@
 
 use granule_arch::Program;
 
+use clap::ValueEnum;
+
 use super::{ProgramArg, RunArgs};
 
 const DEFAULT_TEXT: &str = "Hello from a granule guest!\n";
@@ -16,8 +18,9 @@ const DEFAULT_COUNT: u32 = 100_000;
 #[error("{option} does not apply to `{program}`; it is for {users}")]
 pub struct OptionNotApplicable {
     pub option: &'static str,
-    pub program: &'static str,
-    pub users: &'static str,
+    pub program: String,
+    /// The programs that take the option, as `a` and `b`.
+    pub users: String,
 }
 
 /// The options that belong to some programs only: (flag, given, the programs using it).
@@ -34,16 +37,10 @@ fn program_options(args: &RunArgs) -> [(&'static str, bool, &'static [ProgramArg
     ]
 }
 
-fn name(p: ProgramArg) -> &'static str {
-    match p {
-        ProgramArg::Hello => "hello",
-        ProgramArg::Touch => "touch",
-        ProgramArg::TripleFault => "triple-fault",
-        ProgramArg::PortProbe => "port-probe",
-        ProgramArg::MmioProbe => "mmio-probe",
-        ProgramArg::Spin => "spin",
-        ProgramArg::Hammer => "hammer",
-    }
+/// The program's name on the command line.
+fn name(p: ProgramArg) -> String {
+    p.to_possible_value()
+        .map_or_else(|| format!("{p:?}"), |v| v.get_name().to_string())
 }
 
 impl RunArgs {
@@ -52,15 +49,11 @@ impl RunArgs {
         let chosen = self.program.unwrap_or(ProgramArg::Hello);
         for (option, given, users) in program_options(self) {
             if given && !users.contains(&chosen) {
+                let users: Vec<String> = users.iter().map(|&u| format!("`{}`", name(u))).collect();
                 return Err(OptionNotApplicable {
                     option,
                     program: name(chosen),
-                    users: match users {
-                        [ProgramArg::MmioProbe, ProgramArg::Hammer] => "`mmio-probe` and `hammer`",
-                        [ProgramArg::Hello] => "`hello`",
-                        [ProgramArg::PortProbe] => "`port-probe`",
-                        _ => "`hammer`",
-                    },
+                    users: users.join(" and "),
                 });
             }
         }
@@ -127,7 +120,7 @@ mod tests {
             "--text does not apply to `touch`; it is for `hello`"
         );
         let e = program(&["--port", "0x60"]).unwrap_err();
-        assert_eq!((e.option, e.program), ("--port", "hello"));
+        assert_eq!((e.option, e.program.as_str()), ("--port", "hello"));
         let e = program(&["spin", "--gpa", "0x1000"]).unwrap_err();
         assert!(e.to_string().contains("`mmio-probe` and `hammer`"), "{e}");
         assert!(program(&["mmio-probe", "--count", "3"]).is_err());

@@ -45,9 +45,6 @@ impl Vcpu {
                 }
             }
         }
-        // One atomic load after the first: cheap enough for every entry, and it catches
-        // every driver (programs, Linux, stress).
-        crate::footprint::mark_first_entry();
         let raw = match self.fd.run() {
             Ok(exit) => classify(exit, self.reports),
             Err(e) if e.errno() == libc::EINTR => {

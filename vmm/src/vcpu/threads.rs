@@ -73,6 +73,8 @@ impl<O: Send + 'static> VcpuThreads<O> {
                     }
                     let _keep = keep;
                     let binding = kick::bind_current_thread(vcpu.fd.get_kvm_run());
+                    // Once per thread, not per entry: every driver enters the guest next.
+                    crate::footprint::mark_first_entry();
                     let out = driver(&mut vcpu);
                     // Unbound before `vcpu` (and its kvm_run mapping) drops.
                     drop(binding);
