@@ -27,24 +27,31 @@ ci/bed-run.sh "$arch" "$img" bench-boot $((rounds * 400 + 120)) 3G \
 log=target/bed-logs/$arch-bench-boot.log
 python3 - "$log" "$cpus" "$bed" <<'PY'
 import re, statistics, sys
-runs = {"granule": [], "qemu": [], "granule-elf": []}
+runs = {"granule": [], "qemu": [], "granule-first": [], "granule-guest": [], "granule-elf": []}
 thp = "?"
 for line in open(sys.argv[1], errors="replace"):
     if line.startswith("GRANULE-BED: LINE thp "):
         thp = line.strip().split(" ", 3)[3]
-    m = re.match(r"GRANULE-BED: LINE (granule-elf|granule|qemu) (\S+)", line.strip())
+    m = re.match(r"GRANULE-BED: LINE (granule-first|granule-guest|granule-elf|granule|qemu) (\S+)", line.strip())
     if m:
         runs[m.group(1)].append(m.group(2))
 print(f"boot to guest userspace, {sys.argv[2]} vCPU(s), {sys.argv[3]}, bed THP {thp}, ms:")
 for vmm, vals in runs.items():
-    print(f"  {vmm:<12} {' '.join(vals)}")
+    if vals:
+        print(f"  {vmm:<14} {' '.join(vals)}")
 ok = {k: [float(v) for v in vals if v != "FAIL"] for k, vals in runs.items()}
 if not ok["granule"] or not ok["qemu"]:
     sys.exit("no successful runs to compare")
 g, q = statistics.median(ok["granule"]), statistics.median(ok["qemu"])
 fails = {k: sum(v == "FAIL" for v in vals) for k, vals in runs.items()}
 print(f"median   granule {g:.0f} ms   qemu {q:.0f} ms   ratio granule/qemu {g / q:.2f}   (failed runs: {fails})")
-if ok["granule-elf"]:
-    e = statistics.median(ok["granule-elf"])
-    print(f"median   granule with the ELF vmlinux {e:.0f} ms   ratio to qemu {e / q:.2f}")
+labels = {
+    "granule-first": "granule, bzImage decompressed on the host, empty cache",
+    "granule-guest": "granule, bzImage decompressed in the guest",
+    "granule-elf": "granule, the ELF vmlinux",
+}
+for k, label in labels.items():
+    if ok[k]:
+        e = statistics.median(ok[k])
+        print(f"median   {label}: {e:.0f} ms   ratio to qemu {e / q:.2f}")
 PY

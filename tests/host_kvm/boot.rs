@@ -155,7 +155,7 @@ fn passthrough_devices_are_checked_before_the_guest_runs() {
     let kernel = dir.file("vmlinuz");
     std::fs::write(&kernel, kernel_bytes()).unwrap();
     let run =
-        |device: &str| granule(&["run", "--kernel", &kernel, "-m", "64M", "--device", device]);
+        |device: &str| granule(&["run", "--kernel", &kernel, "-m", "128M", "--device", device]);
     let (code, _, err) = run("vfio,0000:ff:1f.7");
     assert_eq!(code, 1, "{err}");
     assert!(

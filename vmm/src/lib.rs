@@ -6,6 +6,7 @@ pub mod cli;
 pub mod console;
 pub mod devices;
 pub mod footprint;
+pub mod kernel_payload;
 pub mod kvm;
 pub mod linux;
 pub mod memory;

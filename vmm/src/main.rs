@@ -76,7 +76,11 @@ fn exit_code(result: Result<u8>, interrupted: bool) -> u8 {
             130
         }
         Ok(code) => code,
-        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<granule_vmm::linux::BootError>()
+                    .is_some_and(granule_vmm::linux::BootError::is_usage) =>
+        {
             eprintln!("granule: error: {e:#}");
             2
         }
@@ -179,6 +183,10 @@ fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<u8> {
         timeout: args.timeout,
         devices: args.device.clone(),
         process_start,
+        kernel_options: granule_vmm::kernel_payload::choice::KernelOptions {
+            decompress: args.kernel_decompress,
+            cache: args.kernel_cache,
+        },
     };
     let summary = linux::boot(&kvm, &cfg).context("booting the kernel")?;
     if !args.quiet {

@@ -176,7 +176,7 @@ fn x86_probe_and_linux_boots() {
         return;
     };
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    // Six cases of at most 120 s each (granule's --timeout), plus the bed's own boot.
+    // Seven cases of at most 120 s each (granule's --timeout), plus the bed's own boot.
     let run = Bed::new(Arch::X86_64, "probe")
         .label("probe-boot")
         .initrd("X86_64_BOOT_INITRD")
@@ -185,7 +185,8 @@ fn x86_probe_and_linux_boots() {
         .timeout(std::time::Duration::from_secs(900))
         .cmdline(
             "hugepagesz=2M hugepages=300 \
-             granule.boot_cases=1cpu,2cpu-stdin,2cpu-hugetlb,reboot,panic,fake-panic",
+             granule.boot_cases=1cpu,2cpu-stdin,2cpu-hugetlb,reboot,panic,fake-panic,\
+             guest-decompress",
         )
         .run(&m)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -204,6 +205,11 @@ fn check_first_boot(run: &granule_bed::BedRun) {
     assert_eq!(guest_facts(&c.out), (1, guest_visible_ram(ram)));
     assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json);
     assert_eq!(c.json["format"], "bz_image");
+    // The first boot of the bzImage: its kernel decompressed on the host and cached.
+    let d = &c.json["decompression"];
+    assert_eq!(d["by"], "host", "{d}");
+    assert_eq!(d["cache"]["kind"], "stored", "{d}");
+    assert!(c.err.contains("decompressed on the host"), "{}", c.err);
     assert_boot_timer_fired(&c);
     // `-m 256M` without backing=: THP in this bed (its THP mode is `always`), so most
     // of what the guest touched sits in 2 MiB leaves (with 4K it was none).
@@ -236,7 +242,8 @@ fn check_first_boot(run: &granule_bed::BedRun) {
     );
 }
 
-/// The cases after the first: 2 vCPUs with stdin, hugetlb, reboot, panic, fake panic.
+/// The cases after the first: 2 vCPUs with stdin, hugetlb, reboot, panic, fake panic,
+/// the guest's own decompressor.
 fn check_other_cases(run: &granule_bed::BedRun) {
     let ram = 256u64 << 20;
     // bzImage, 2 vCPUs (4K-backed): a line on granule's stdin runs in the guest's shell.
@@ -248,6 +255,9 @@ fn check_other_cases(run: &granule_bed::BedRun) {
         "the shell did not run the line from stdin:\n{}",
         c.out
     );
+    // The second boot of the same bzImage: the vmlinux from the cache.
+    let d = &c.json["decompression"];
+    assert_eq!(d["cache"]["kind"], "hit", "{d}");
 
     // ELF vmlinux, 2 vCPUs, hugetlb 2M: mapped guest RAM is (nearly) all in 2M leaves.
     let c = boot_case(run, "2cpu-hugetlb");
@@ -292,4 +302,11 @@ fn check_other_cases(run: &granule_bed::BedRun) {
     );
     assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
     assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json["end"]);
+
+    // The bzImage's own decompressor in the guest, when asked for.
+    let c = boot_case(run, "guest-decompress");
+    assert_eq!(c.rc, 0, "{}\n{}", c.out, c.err);
+    assert_eq!(c.json["decompression"]["by"], "guest", "{}", c.json);
+    assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json["end"]);
+    assert_boot_timer_fired(&c);
 }

@@ -51,11 +51,18 @@ pub fn granule_bin() -> String {
     std::env::var("GRANULE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_granule").to_string())
 }
 
+/// The cache directory the tests' granule uses for decompressed kernels, instead of
+/// the user's own (shared by the tests: the cache is safe for concurrent runs).
+pub fn test_cache_home() -> std::path::PathBuf {
+    std::env::temp_dir().join("granule-test-xdg-cache")
+}
+
 /// [`granule`] with `RUST_LOG` set to `level`.
 pub fn granule_logging(args: &[&str], level: &str) -> (i32, String, String) {
     let out = std::process::Command::new(granule_bin())
         .args(args)
         .env("RUST_LOG", level)
+        .env("XDG_CACHE_HOME", test_cache_home())
         .output()
         .expect("cannot start the granule binary");
     (
@@ -112,6 +119,7 @@ pub fn spawn_granule<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Chi
     std::process::Command::new(granule_bin())
         .args(args)
         .env("RUST_LOG", "warn")
+        .env("XDG_CACHE_HOME", test_cache_home())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -197,7 +197,7 @@ pub struct RunArgs {
     /// The built-in program to run (default: hello); not with --kernel. (Listing the
     /// kernel-only options here too matters: clap drops a `requires = "kernel"` when
     /// something present conflicts with --kernel.)
-    #[arg(value_enum, conflicts_with_all = ["kernel", "initrd", "cmdline", "device"])]
+    #[arg(value_enum, conflicts_with_all = ["kernel", "initrd", "cmdline", "device", "kernel_decompress", "kernel_cache"])]
     pub program: Option<ProgramArg>,
     /// Boot this Linux kernel instead of a built-in program: a bzImage or ELF vmlinux
     /// on x86_64, an Image or Image.gz on arm64. Its console (ttyS0: COM1 on x86_64, a
@@ -221,6 +221,17 @@ pub struct RunArgs {
     /// iommufd where the kernel offers it for the device, else the legacy container.
     #[arg(long, value_name = "SPEC", requires = "kernel", value_parser = crate::vfio::parse_device)]
     pub device: Vec<crate::vfio::DeviceSpec>,
+    /// Where an x86 bzImage's kernel is decompressed: host (granule decompresses it,
+    /// once per bzImage with the cache, and boots the vmlinux inside: faster, but the
+    /// kernel is not randomised (no KASLR)) or guest (its own decompressor, as on
+    /// hardware) [default: host].
+    #[arg(long, value_enum, value_name = "WHERE", requires = "kernel")]
+    pub kernel_decompress: Option<crate::kernel_payload::choice::DecompressMode>,
+    /// Keep host-decompressed kernels in $XDG_CACHE_HOME/granule/kernels (else
+    /// ~/.cache/granule/kernels; at most 1 GiB, least recently used out first): on, off
+    /// [default: on].
+    #[arg(long, value_enum, value_name = "ON_OFF", requires = "kernel")]
+    pub kernel_cache: Option<crate::kernel_payload::choice::CacheSwitch>,
     /// Number of vCPUs (1 to KVM's maximum).
     #[arg(long, short = 'c', value_parser = values::parse_vcpus, default_value = "1", allow_hyphen_values = true)]
     pub cpus: usize,

@@ -23,6 +23,8 @@ pub struct Prepared {
     pub passthrough: crate::vfio::attach::Attached,
     /// When set-up's phases ended, for the boot's time breakdown.
     pub marks: SetupMarks,
+    /// For a bzImage: where its kernel was decompressed.
+    pub decompression: Option<crate::kernel_payload::choice::Decompression>,
 }
 
 /// When each phase of a backend's set-up ended.

@@ -61,6 +61,8 @@ pub struct LinuxConfig {
     pub devices: Vec<crate::vfio::DeviceSpec>,
     /// When granule started, for the boot timer.
     pub process_start: Instant,
+    /// `--kernel-decompress` and `--kernel-cache`, for a bzImage.
+    pub kernel_options: crate::kernel_payload::choice::KernelOptions,
 }
 
 #[derive(Debug, Error)]
@@ -148,4 +150,25 @@ pub enum BootError {
     EventLoop(String),
     #[error(transparent)]
     Paging(#[from] granule_arch::x86_64::paging::PagingError),
+    #[error(
+        "kernel {path}: {error} (--kernel-decompress guest leaves it to the kernel's own \
+         decompressor)"
+    )]
+    Payload {
+        path: PathBuf,
+        error: crate::kernel_payload::PayloadError,
+    },
+    #[error("{option} does not apply to kernel {path}: {why}; leave it out")]
+    KernelOption {
+        option: &'static str,
+        path: PathBuf,
+        why: String,
+    },
+}
+
+impl BootError {
+    /// An error in the command line (exit 2) rather than in the boot.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Self::KernelOption { .. })
+    }
 }

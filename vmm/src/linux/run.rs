@@ -55,6 +55,7 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
         guest_page_size,
         passthrough,
         marks,
+        decompression,
     } = p;
     let Platform {
         serial,
@@ -112,6 +113,7 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
         passthrough: devices,
         footprint,
         exits: running.exit_counts(),
+        decompression,
     })
 }
 

@@ -121,6 +121,8 @@ pub struct BootSummary {
     pub footprint: crate::footprint::Footprint,
     /// KVM's exit counters by name, summed over the vCPUs.
     pub exits: std::collections::BTreeMap<String, u64>,
+    /// For a bzImage: where its kernel was decompressed (None for other kernels).
+    pub decompression: Option<crate::kernel_payload::choice::Decompression>,
 }
 
 pub use crate::console::ConsoleLoss;
@@ -133,6 +135,9 @@ pub fn render(s: &BootSummary) -> String {
             "granule: boot time: guest userspace {ms:.1} ms after granule started\n"
         )),
         None => out.push_str("granule: boot time: the guest never wrote the boot timer port\n"),
+    }
+    if let Some(d) = &s.decompression {
+        out.push_str(&format!("granule: {}\n", d.describe()));
     }
     let b = &s.boot;
     let first = b

@@ -27,8 +27,22 @@ pub struct BzImageInfo {
     pub cmdline_size: u32,
     /// Memory the kernel needs from its load address while it decompresses.
     pub init_size: u32,
+    /// Where the compressed kernel lies, from the protected-mode kernel's start (boot
+    /// protocol 2.08), and its length.
+    pub payload_offset: u32,
+    pub payload_length: u32,
     /// The setup header as in the image, to copy into the zero page.
     pub header: Vec<u8>,
+}
+
+impl BzImageInfo {
+    /// The compressed kernel's byte range in the file, if the header's payload fields
+    /// lie inside a file of `file_len` bytes.
+    pub fn payload_range(&self, file_len: u64) -> Option<std::ops::Range<u64>> {
+        let start = (self.setup_size as u64).checked_add(u64::from(self.payload_offset))?;
+        let end = start.checked_add(u64::from(self.payload_length))?;
+        (self.payload_length > 0 && end <= file_len).then_some(start..end)
+    }
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -97,6 +111,8 @@ pub fn parse(head: &[u8], file_len: u64) -> Result<BzImageInfo, KernelError> {
         initrd_addr_max: u32_at(image, 0x22c),
         cmdline_size: u32_at(image, 0x238),
         init_size: u32_at(image, 0x260),
+        payload_offset: u32_at(image, 0x248),
+        payload_length: u32_at(image, 0x24c),
         header: image[SETUP_HEADER_START..header_end].to_vec(),
     })
 }
@@ -131,6 +147,23 @@ pub(crate) mod tests {
         assert_eq!(info.cmdline_size, 2047);
         assert_eq!(info.init_size, 0x100_0000);
         assert_eq!(info.header.len(), 0x202 + 0x66 - 0x1f1);
+        assert_eq!(info.payload_range(img.len() as u64), None);
+    }
+
+    #[test]
+    fn the_payload_range_must_lie_inside_the_file() {
+        let mut img = fake_bzimage(4096);
+        img[0x248..0x24c].copy_from_slice(&0x100u32.to_le_bytes());
+        img[0x24c..0x250].copy_from_slice(&0x200u32.to_le_bytes());
+        let info = parse(&img, img.len() as u64).unwrap();
+        assert_eq!(
+            info.payload_range(img.len() as u64),
+            Some(1024 + 0x100..1024 + 0x300)
+        );
+        assert_eq!(info.payload_range(1024 + 0x2ff), None);
+        img[0x248..0x24c].copy_from_slice(&u32::MAX.to_le_bytes());
+        let info = parse(&img, img.len() as u64).unwrap();
+        assert_eq!(info.payload_range(img.len() as u64), None);
     }
 
     #[test]

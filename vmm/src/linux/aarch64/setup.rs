@@ -48,6 +48,16 @@ fn open_inputs(cfg: &LinuxConfig) -> Result<Inputs, BootError> {
         });
     }
     let image = kernel::open(&cfg.kernel)?;
+    if let Some(option) = cfg.kernel_options.given().first() {
+        // An arm64 kernel has no decompressor of its own: granule always unpacks an
+        // Image.gz, so neither choice exists.
+        return Err(BootError::KernelOption {
+            option,
+            path: cfg.kernel.clone(),
+            why: "it applies to an x86 bzImage; granule decompresses an arm64 Image.gz itself"
+                .into(),
+        });
+    }
     let initrd = open_initrd(cfg.initrd.as_ref())?;
     Ok(Inputs { image, initrd })
 }
@@ -128,6 +138,7 @@ pub fn prepare(
         executed: vec![(entry, entry + header.image_size)],
         guest_page_size: header.page_size.unwrap_or(PAGE),
         passthrough: Default::default(),
+        decompression: None,
         marks: super::super::backend::SetupMarks {
             memory_mapped,
             kernel_loaded,

@@ -2,18 +2,24 @@
 //! it with linux-loader; the command line and the initramfs placement.
 //!
 //! Only a kernel's first bytes are read for the checks; linux-loader then reads the file
-//! straight into guest memory (one copy, no buffer the size of the kernel).
+//! straight into guest memory (one copy, no buffer the size of the kernel). A bzImage
+//! is by default read whole and booted as the vmlinux inside it ([`super::unpack`]).
 
 use std::fs::File;
+use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 
 use granule_arch::x86_64::boot::bzimage::{self, BzImageInfo, ENTRY_64_OFFSET};
 use granule_arch::x86_64::boot::elf::{self, ElfInfo};
 use granule_arch::x86_64::boot::layout::{CMDLINE_MAX, HIMEM_START};
 use granule_arch::x86_64::boot::KernelError;
+use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
-use vm_memory::GuestAddress;
+use vm_memory::{ByteValued, GuestAddress};
 
+use super::unpack::{unpack, Unpack};
+use crate::kernel_payload::cache::KernelCache;
+use crate::kernel_payload::choice::{CacheUse, DecompressMode, Decompression, KernelOptions};
 use crate::linux::files::{open_file, read_head, KernelFormat};
 use crate::linux::BootError;
 use crate::memory::GuestRam;
@@ -29,12 +35,22 @@ const ELF_CMDLINE_MAX: usize = 2047;
 pub struct KernelImage {
     pub path: PathBuf,
     file: File,
+    len: u64,
     pub kind: ImageKind,
+    /// For a bzImage: where its kernel is decompressed.
+    pub decompression: Option<Decompression>,
 }
 
 pub enum ImageKind {
+    /// Booted as it is: its decompressor runs in the guest.
     BzImage(BzImageInfo),
     Elf(ElfInfo),
+    /// A bzImage's vmlinux, decompressed on the host, booted with the bzImage's header.
+    Unpacked {
+        info: BzImageInfo,
+        elf: ElfInfo,
+        vmlinux: Vec<u8>,
+    },
 }
 
 /// A kernel in guest memory.
@@ -52,7 +68,8 @@ pub struct LoadedKernel {
 }
 
 /// Opens and checks a kernel: a bzImage (by its "HdrS" header) or an ELF vmlinux.
-pub fn open(path: &Path) -> Result<KernelImage, BootError> {
+/// Refuses `opts` that do not apply to it; [`KernelImage::unpack`] then acts on them.
+pub fn open(path: &Path, opts: &KernelOptions) -> Result<KernelImage, BootError> {
     let (file, len) = open_file("kernel", path)?;
     let head = read_head(path, &file, HEAD_LEN)?;
     let checked = if len == 0 {
@@ -66,17 +83,114 @@ pub fn open(path: &Path) -> Result<KernelImage, BootError> {
         path: path.to_owned(),
         error,
     })?;
+    let refuse = |option: &'static str, why: &str| BootError::KernelOption {
+        option,
+        path: path.to_owned(),
+        why: why.into(),
+    };
+    match kind {
+        ImageKind::BzImage(_) if opts.mode() == DecompressMode::Guest && opts.cache.is_some() => {
+            return Err(refuse(
+                "--kernel-cache",
+                "it applies to a kernel decompressed on the host, not with --kernel-decompress guest",
+            ));
+        }
+        ImageKind::BzImage(_) => {}
+        _ => {
+            if let Some(option) = opts.given().first() {
+                return Err(refuse(
+                    option,
+                    "it applies to a bzImage, and this kernel is an ELF vmlinux",
+                ));
+            }
+        }
+    }
     Ok(KernelImage {
         path: path.to_owned(),
         file,
+        len,
         kind,
+        decompression: None,
     })
+}
+
+impl KernelImage {
+    /// For a bzImage: decompresses its kernel on the host when asked (the default) and
+    /// possible, else leaves it to the guest; records which. Other kernels are kept.
+    pub fn unpack(&mut self, opts: &KernelOptions) -> Result<(), BootError> {
+        let ImageKind::BzImage(info) = &self.kind else {
+            return Ok(());
+        };
+        let info = info.clone();
+        if opts.mode() == DecompressMode::Guest {
+            let reason = "--kernel-decompress guest".to_string();
+            self.decompression = Some(Decompression::Guest { reason });
+            return Ok(());
+        }
+        let path = &self.path;
+        let image = read_all(path, &self.file, self.len)?;
+        let dir = opts.cache_on().then(KernelCache::default_dir).flatten();
+        let cache = dir.map(|d| KernelCache::new(d, KernelCache::DEFAULT_MAX_BYTES));
+        let unpacked =
+            unpack(&image, &info, cache.as_ref()).map_err(|error| BootError::Payload {
+                path: path.clone(),
+                error,
+            })?;
+        let record = match unpacked {
+            Unpack::Direct(u) => {
+                let mut record = u.record;
+                if let Decompression::Host { cache: c, .. } = &mut record {
+                    if opts.cache_on() && *c == CacheUse::Off {
+                        let why = "neither XDG_CACHE_HOME nor HOME is an absolute path".into();
+                        *c = CacheUse::NotStored { why };
+                    }
+                }
+                self.kind = ImageKind::Unpacked {
+                    info,
+                    elf: u.elf,
+                    vmlinux: u.vmlinux,
+                };
+                record
+            }
+            Unpack::Guest(reason) => {
+                tracing::warn!(
+                    "{}: its kernel is decompressed in the guest, more slowly: {reason}",
+                    path.display()
+                );
+                Decompression::Guest { reason }
+            }
+        };
+        self.decompression = Some(record);
+        Ok(())
+    }
+}
+
+/// The whole kernel file (at most the files' size limit, checked when it was opened).
+fn read_all(path: &Path, mut file: &File, len: u64) -> Result<Vec<u8>, BootError> {
+    let mut all = Vec::with_capacity(len as usize);
+    std::io::Seek::rewind(&mut file)
+        .and_then(|_| file.take(len).read_to_end(&mut all))
+        .map_err(|error| BootError::ReadFile {
+            what: "kernel",
+            path: path.to_owned(),
+            error,
+        })?;
+    Ok(all)
+}
+
+/// The setup header as in the bzImage, for the zero page.
+fn header_of(info: &BzImageInfo) -> setup_header {
+    let mut h = setup_header::default();
+    let dst = h.as_mut_slice();
+    let n = dst.len().min(info.header.len());
+    dst[..n].copy_from_slice(&info.header[..n]);
+    h
 }
 
 impl KernelImage {
     pub fn format(&self) -> KernelFormat {
         match self.kind {
-            ImageKind::BzImage(_) => KernelFormat::BzImage,
+            ImageKind::BzImage(_) | ImageKind::Unpacked { .. } => KernelFormat::BzImage,
             ImageKind::Elf(_) => KernelFormat::Elf,
         }
     }
@@ -85,13 +199,17 @@ impl KernelImage {
     pub fn min_high_ram(&self) -> u64 {
         match &self.kind {
             ImageKind::BzImage(info) => u64::from(info.init_size),
-            ImageKind::Elf(info) => info.load_end.saturating_sub(HIMEM_START),
+            ImageKind::Elf(info) | ImageKind::Unpacked { elf: info, .. } => {
+                info.load_end.saturating_sub(HIMEM_START)
+            }
         }
     }
 
     pub fn cmdline_max(&self) -> usize {
         match &self.kind {
-            ImageKind::BzImage(info) => info.cmdline_size as usize,
+            ImageKind::BzImage(info) | ImageKind::Unpacked { info, .. } => {
+                info.cmdline_size as usize
+            }
             ImageKind::Elf(_) => ELF_CMDLINE_MAX,
         }
     }
@@ -101,7 +219,7 @@ impl KernelImage {
         let mem = ram.guest_memory();
         let file = &mut self.file;
         let himem = Some(GuestAddress(HIMEM_START));
-        match &self.kind {
+        match &mut self.kind {
             ImageKind::BzImage(info) => {
                 let r = BzImage::load(mem, himem, file, himem).map_err(BootError::Load)?;
                 let load = r.kernel_load.0;
@@ -122,6 +240,19 @@ impl KernelImage {
                     setup_header: None,
                     // Without a header, stay below 2 GiB as the protocol's default.
                     initrd_limit: 0x8000_0000,
+                })
+            }
+            ImageKind::Unpacked { info, elf, vmlinux } => {
+                // The decompressed kernel is only needed until it is in guest memory.
+                let bytes = std::mem::take(vmlinux);
+                let r = Elf::load(mem, None, &mut Cursor::new(&bytes[..]), himem)
+                    .map_err(BootError::Load)?;
+                Ok(LoadedKernel {
+                    format: KernelFormat::BzImage,
+                    entry: r.kernel_load.0,
+                    end: elf.load_end,
+                    setup_header: Some(header_of(info)),
+                    initrd_limit: u64::from(info.initrd_addr_max) + 1,
                 })
             }
         }
@@ -197,21 +328,27 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty");
         std::fs::write(&empty, b"").unwrap();
-        let e = open(&empty).err().unwrap().to_string();
+        let e = open(&empty, &KernelOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             e.contains("empty") && e.contains(&*empty.to_string_lossy()),
             "{e}"
         );
         let text = dir.join("text");
         std::fs::write(&text, b"hello").unwrap();
-        assert!(open(&text)
+        assert!(open(&text, &KernelOptions::default())
             .err()
             .unwrap()
             .to_string()
             .contains("not a Linux kernel"));
-        let e = open(&dir.join("missing")).err().unwrap().to_string();
+        let e = open(&dir.join("missing"), &KernelOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("missing"), "{e}");
-        assert!(open(&dir)
+        assert!(open(&dir, &KernelOptions::default())
             .err()
             .unwrap()
             .to_string()

@@ -1,9 +1,11 @@
-//! The x86_64 boot backend: bzImage or ELF vmlinux through linux-loader, the zero page,
+//! The x86_64 boot backend: bzImage (by default as the vmlinux inside it) or ELF
+//! vmlinux through linux-loader, the zero page,
 //! E820 and ACPI, KVM's in-kernel irqchip and PIT, per-vCPU CPUID/MSRs/LAPIC.
 
 mod cpuid;
 pub mod kernel;
 mod setup;
+mod unpack;
 mod vcpu;
 mod zero_page;
 

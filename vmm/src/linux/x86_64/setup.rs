@@ -45,9 +45,11 @@ struct Inputs {
 }
 
 fn open_inputs(cfg: &LinuxConfig) -> Result<Inputs, BootError> {
-    let image = kernel::open(&cfg.kernel)?;
+    let mut image = kernel::open(&cfg.kernel, &cfg.kernel_options)?;
     let initrd = open_initrd(cfg.initrd.as_ref())?;
     let cmdline = kernel::cmdline_bytes(&cfg.cmdline, image.cmdline_max())?;
+    // Decompressing is the slow part: after every cheaper check.
+    image.unpack(&cfg.kernel_options)?;
     Ok(Inputs {
         image,
         initrd,
@@ -71,6 +73,7 @@ pub fn prepare(
         .ok_or(BootError::TooManyApicIds(cfg.vcpus))?;
     // Every file check comes before any memory is mapped.
     let inputs = open_inputs(cfg)?;
+    let decompression = inputs.image.decompression.clone();
     let ram = GuestRam::new(
         &cfg.zones,
         granule_arch::address_map::X86_64.ram_holes,
@@ -113,6 +116,7 @@ pub fn prepare(
         executed: vec![(HIMEM_START, loaded.end)],
         guest_page_size: crate::vcpu::setup_x86_64::guest_page_size(&supported),
         passthrough,
+        decompression,
         marks: super::super::backend::SetupMarks {
             memory_mapped,
             kernel_loaded,

@@ -1,0 +1,135 @@
+//! A bzImage booted as the vmlinux inside it: the payload decompressed on the host (or
+//! taken from the cache), checked to be an x86_64 ELF kernel, then loaded like one with
+//! the bzImage's own setup header. Where that cannot work (a payload granule does not
+//! recognise, one that is not an ELF kernel) the guest's decompressor runs instead,
+//! and the reason is logged; a payload that is damaged is an error either way.
+
+use std::time::Instant;
+
+use granule_arch::x86_64::boot::bzimage::BzImageInfo;
+use granule_arch::x86_64::boot::elf::{self, ElfInfo};
+
+use crate::kernel_payload::cache::{KernelCache, Key};
+use crate::kernel_payload::choice::{CacheUse, Decompression};
+use crate::kernel_payload::{Payload, PayloadError};
+
+/// The most a payload may decompress to: several times any distribution kernel's
+/// vmlinux (Debian's is 58 MB).
+pub const VMLINUX_MAX: u64 = 512 << 20;
+/// The ELF and program headers are in the first bytes of a vmlinux.
+const ELF_HEAD: usize = 64 << 10;
+
+/// A vmlinux ready to load, and how it was obtained.
+pub struct Unpacked {
+    pub elf: ElfInfo,
+    pub vmlinux: Vec<u8>,
+    pub record: Decompression,
+}
+
+/// What to boot: the vmlinux, or the bzImage as it is (the reason why).
+pub enum Unpack {
+    Direct(Unpacked),
+    Guest(String),
+}
+
+/// Decompresses `image` (the whole bzImage, parsed as `info`), through `cache` if any.
+pub fn unpack(
+    image: &[u8],
+    info: &BzImageInfo,
+    cache: Option<&KernelCache>,
+) -> Result<Unpack, PayloadError> {
+    let start = Instant::now();
+    let Some(range) = info.payload_range(image.len() as u64) else {
+        return Ok(Unpack::Guest(format!(
+            "its setup header's payload ({} bytes at {:#x}) is not inside the file",
+            info.payload_length, info.payload_offset
+        )));
+    };
+    // The range lies inside `image`, whose length is a usize.
+    let payload = &image[range.start as usize..range.end as usize];
+    let parsed = match Payload::parse(payload) {
+        Ok(p) => p,
+        Err(e) => return Ok(Unpack::Guest(e.to_string())),
+    };
+    let key = cache.map(|_| Key::of(image));
+    if let (Some(c), Some(k)) = (cache, &key) {
+        if let Some((elf, vmlinux)) = cached(c, k) {
+            let cache = CacheUse::Hit {
+                dir: c.dir().to_owned(),
+            };
+            return Ok(Unpack::Direct(done(&parsed, elf, vmlinux, cache, start)));
+        }
+    }
+    let vmlinux = match parsed.decompress(VMLINUX_MAX) {
+        Ok(v) => v,
+        Err(e @ PayloadError::TooLarge { .. }) => return Ok(Unpack::Guest(e.to_string())),
+        Err(e) => return Err(e),
+    };
+    let elf = match check_elf(&vmlinux) {
+        Ok(elf) => elf,
+        Err(why) => return Ok(Unpack::Guest(why)),
+    };
+    let cache = match (cache, &key) {
+        (Some(c), Some(k)) => store(c, k, &vmlinux),
+        _ => CacheUse::Off,
+    };
+    Ok(Unpack::Direct(done(&parsed, elf, vmlinux, cache, start)))
+}
+
+fn done(p: &Payload, elf: ElfInfo, vmlinux: Vec<u8>, cache: CacheUse, start: Instant) -> Unpacked {
+    let record = Decompression::Host {
+        compression: p.format,
+        compressed_bytes: p.stream.len() as u64,
+        vmlinux_bytes: vmlinux.len() as u64,
+        cache,
+        ms: start.elapsed().as_secs_f64() * 1e3,
+    };
+    Unpacked {
+        elf,
+        vmlinux,
+        record,
+    }
+}
+
+/// Checks a decompressed payload is an x86_64 ELF kernel granule can load.
+fn check_elf(vmlinux: &[u8]) -> Result<ElfInfo, String> {
+    let head = &vmlinux[..vmlinux.len().min(ELF_HEAD)];
+    elf::parse(head, vmlinux.len() as u64)
+        .map_err(|e| format!("its payload is not an x86_64 ELF kernel granule can load: {e}"))
+}
+
+/// The cache's vmlinux for `key`, if it has a whole one that is an ELF kernel.
+fn cached(cache: &KernelCache, key: &Key) -> Option<(ElfInfo, Vec<u8>)> {
+    match cache.get(key) {
+        Ok(Some(v)) => match check_elf(&v) {
+            Ok(elf) => Some((elf, v)),
+            Err(why) => {
+                tracing::warn!(
+                    "ignoring the kernel cache's entry in {}: {why}",
+                    cache.dir().display()
+                );
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("{e}; decompressing the kernel again");
+            None
+        }
+    }
+}
+
+fn store(cache: &KernelCache, key: &Key, vmlinux: &[u8]) -> CacheUse {
+    match cache.put(key, vmlinux) {
+        Ok(true) => CacheUse::Stored {
+            dir: cache.dir().to_owned(),
+        },
+        Ok(false) => CacheUse::NotStored {
+            why: "larger than the cache's size bound".into(),
+        },
+        Err(e) => {
+            tracing::warn!("{e}; the next boot decompresses the kernel again");
+            CacheUse::NotStored { why: e.to_string() }
+        }
+    }
+}
