@@ -146,7 +146,7 @@ impl A64 {
 
     /// `ldr xt, [xn, #offset]`; `offset` is a multiple of 8 below 32 KiB.
     pub fn ldr_at(&mut self, t: X, n: X, offset: u32) -> &mut Self {
-        debug_assert!(offset % 8 == 0 && offset < 0x8000);
+        debug_assert!(offset.is_multiple_of(8) && offset < 0x8000);
         self.emit(0xf940_0000 | ((offset / 8) << 10) | (n.0 << 5) | t.0)
     }
 

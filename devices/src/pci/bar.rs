@@ -107,7 +107,7 @@ impl Bars {
             return Err(BarError::Taken { index });
         }
         let fits = wide || bar.addr.checked_add(bar.size).is_some_and(|e| e <= 1 << 32);
-        if bar.addr % bar.size != 0 || !fits {
+        if !bar.addr.is_multiple_of(bar.size) || !fits {
             return Err(BarError::Address {
                 index,
                 addr: bar.addr,

@@ -88,7 +88,7 @@ pub fn parse_zone(spec: &str) -> Result<ZoneConfig, String> {
     if zone.size == 0 {
         return Err(bad("size must not be zero".into()));
     }
-    if zone.size % page != 0 {
+    if !zone.size.is_multiple_of(page) {
         return Err(bad(format!(
             "size is not a multiple of the {} page size of backing {}",
             crate::units::format_size(page),
@@ -110,7 +110,7 @@ pub fn parse_zone(spec: &str) -> Result<ZoneConfig, String> {
                     .into(),
             ));
         }
-        if zone.misalign % 4096 != 0 || zone.misalign >= super::layout::ZONE_ALIGN_MIN {
+        if !zone.misalign.is_multiple_of(4096) || zone.misalign >= super::layout::ZONE_ALIGN_MIN {
             return Err(bad("misalign must be a multiple of 4K below 2M".into()));
         }
     }

@@ -58,7 +58,7 @@ impl Rendezvous {
                 return Err(Interrupted::Aborted);
             }
             spins = spins.wrapping_add(1);
-            if spins % 64 == 0 {
+            if spins.is_multiple_of(64) {
                 // Upstream spins with cpu_relax(); yielding now and then keeps waiting
                 // vCPU threads from starving the ones still working on small hosts.
                 std::thread::yield_now();

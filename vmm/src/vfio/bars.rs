@@ -127,7 +127,9 @@ fn kind_name(k: BarKind) -> (&'static str, bool) {
 /// The areas of region `index` that may be mmapped: the sparse-mmap list when the
 /// kernel gives one, else the whole region if it is mmap-able and whole pages.
 fn mmap_areas(device: &VfioDevice, index: u32, size: u64) -> Vec<(u64, u64)> {
-    if device.get_region_flags(index) & VFIO_REGION_INFO_FLAG_MMAP == 0 || size % PAGE != 0 {
+    if device.get_region_flags(index) & VFIO_REGION_INFO_FLAG_MMAP == 0
+        || !size.is_multiple_of(PAGE)
+    {
         return Vec::new();
     }
     for cap in device.get_region_caps(index) {

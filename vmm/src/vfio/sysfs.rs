@@ -55,7 +55,7 @@ fn link_name(p: &Path) -> Option<String> {
 fn max_leaf(size: u64, addr: u64, limit: u64) -> u64 {
     [1u64 << 30, 2 << 20, 4096]
         .into_iter()
-        .find(|&l| l <= limit && size >= l && addr % l == 0)
+        .find(|&l| l <= limit && size >= l && addr.is_multiple_of(l))
         .unwrap_or(4096)
 }
 

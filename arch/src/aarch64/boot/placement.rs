@@ -38,7 +38,7 @@ pub fn place(
     kernel_span: u64,
     initrd_len: Option<u64>,
 ) -> Result<Placement, PlacementError> {
-    if base % KERNEL_ALIGN != 0 {
+    if !base.is_multiple_of(KERNEL_ALIGN) {
         return Err(PlacementError::Misaligned(base));
     }
     let too_small = || PlacementError::KernelDoesNotFit {
