@@ -10,7 +10,7 @@ need() {
         exit 1
     fi
 }
-need cargo "install Rust 1.85 or newer (rustup or Debian's rustc/cargo)"
+need cargo "install Rust 1.88 or newer (rustup or Debian's rustc/cargo)"
 cargo fmt --version >/dev/null 2>&1 || { echo "error: rustfmt missing: rustup component add rustfmt" >&2; exit 1; }
 cargo clippy --version >/dev/null 2>&1 || { echo "error: clippy missing: rustup component add clippy" >&2; exit 1; }
 cargo fetch --locked >/dev/null

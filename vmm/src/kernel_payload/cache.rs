@@ -1,37 +1,40 @@
 //! Decompressed kernels kept on disk, so a second boot of the same bzImage skips
-//! decompression. An entry is named by a BLAKE3 hash of the whole bzImage (its
-//! content, not its path or time) and holds a header (magic, length, BLAKE3 of the
-//! data) before the vmlinux, so an entry that was cut short or changed on disk is
-//! recognised, removed and rebuilt instead of booted.
+//! decompression. An entry is named by the SHA-256 of the whole bzImage (its content,
+//! not its path or time) and holds the vmlinux followed by a trailer (its XXH3-128
+//! checksum, its length, a magic number), so an entry that was cut short or changed
+//! on disk is recognised, removed and rebuilt instead of booted. With the trailer at
+//! the end, the entry file is itself the ELF file: a hit is loaded from it directly.
 //!
 //! Runs may share the directory: an entry is written to a file of its own and renamed
 //! into place, so a reader sees a whole entry or none. The directory is kept under a
 //! size bound by removing the least recently used entries after each write.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
+use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
-/// Magic and format version at the start of every entry.
-const MAGIC: &[u8; 16] = b"granule-vmlinux\x01";
-/// Magic, the data's length (u64 LE), its BLAKE3 hash.
-const HEADER_LEN: usize = 16 + 8 + 32;
+/// Magic and format version at the end of every entry.
+const MAGIC: &[u8; 16] = b"granule-vmlinux\x02";
+/// The data's XXH3-128 (16 bytes LE), its length (u64 LE), the magic.
+const TRAILER_LEN: usize = 16 + 8 + 16;
 const SUFFIX: &str = ".vmlinux";
 /// A temporary file this old belongs to a run that died while writing it.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
 
-/// What names an entry: the BLAKE3 hash of the bzImage.
+/// What names an entry: the SHA-256 of the bzImage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key([u8; 32]);
 
 impl Key {
     pub fn of(image: &[u8]) -> Self {
-        Self(*blake3::hash(image).as_bytes())
+        use sha2::Digest;
+        Self(sha2::Sha256::digest(image).into())
     }
 
     fn file_name(&self) -> String {
@@ -93,9 +96,9 @@ impl KernelCache {
         &self.dir
     }
 
-    /// The entry's data for `key`, if there is a whole one. A damaged entry is removed
-    /// and reported as [`CacheError::Damaged`].
-    pub fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, CacheError> {
+    /// The entry for `key`, if there is a whole one. A damaged entry is removed and
+    /// reported as [`CacheError::Damaged`].
+    pub fn get(&self, key: &Key) -> Result<Option<Entry>, CacheError> {
         let path = self.dir.join(key.file_name());
         let file = match OpenOptions::new()
             .read(true)
@@ -106,12 +109,12 @@ impl KernelCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(CacheError::Read { path, error }),
         };
-        match read_entry(&file, self.max_bytes) {
-            Ok(data) => {
+        match check_entry(&file, self.max_bytes) {
+            Ok(len) => {
                 // Recently used entries are the last to be evicted; a failure to note
                 // the use only makes this one an earlier candidate.
                 let _ = file.set_modified(SystemTime::now());
-                Ok(Some(data))
+                Ok(Some(Entry { file, len }))
             }
             Err(Problem::Io(error)) => Err(CacheError::Read { path, error }),
             Err(Problem::Damaged(why)) => {
@@ -124,7 +127,7 @@ impl KernelCache {
     /// Stores `data` under `key`; returns false when it alone exceeds the bound (it
     /// is then not stored). Older entries are evicted to keep the bound.
     pub fn put(&self, key: &Key, data: &[u8]) -> Result<bool, CacheError> {
-        if (data.len() + HEADER_LEN) as u64 > self.max_bytes {
+        if (data.len() + TRAILER_LEN) as u64 > self.max_bytes {
             return Ok(false);
         }
         fs::DirBuilder::new()
@@ -204,12 +207,32 @@ fn write_entry(temp: &Path, data: &[u8]) -> std::io::Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(temp)?;
-    let mut header = Vec::with_capacity(HEADER_LEN);
-    header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    header.extend_from_slice(blake3::hash(data).as_bytes());
-    f.write_all(&header)?;
-    f.write_all(data)
+    f.write_all(data)?;
+    f.write_all(&trailer(xxh3_128(data), data.len() as u64))
+}
+
+fn trailer(sum: u128, len: u64) -> [u8; TRAILER_LEN] {
+    let mut t = [0u8; TRAILER_LEN];
+    t[..16].copy_from_slice(&sum.to_le_bytes());
+    t[16..24].copy_from_slice(&len.to_le_bytes());
+    t[24..].copy_from_slice(MAGIC);
+    t
+}
+
+/// A whole cache entry, open: its first `len` bytes are the vmlinux.
+#[derive(Debug)]
+pub struct Entry {
+    pub file: File,
+    pub len: u64,
+}
+
+impl Entry {
+    /// The first `n` bytes of the vmlinux (fewer if it is shorter).
+    pub fn head(&self, n: u64) -> std::io::Result<Vec<u8>> {
+        let mut head = vec![0u8; n.min(self.len) as usize];
+        self.file.read_exact_at(&mut head, 0)?;
+        Ok(head)
+    }
 }
 
 enum Problem {
@@ -217,44 +240,54 @@ enum Problem {
     Damaged(String),
 }
 
-fn read_entry(mut file: &File, max_bytes: u64) -> Result<Vec<u8>, Problem> {
+/// Checks an entry's trailer and checksum; returns the vmlinux's length.
+fn check_entry(file: &File, max_bytes: u64) -> Result<u64, Problem> {
+    let damaged = |why: String| Problem::Damaged(why);
     let meta = file.metadata().map_err(Problem::Io)?;
     if !meta.is_file() {
-        return Err(Problem::Damaged("not a regular file".into()));
+        return Err(damaged("not a regular file".into()));
     }
-    let mut header = [0u8; HEADER_LEN];
-    match file.read_exact(&mut header) {
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Err(Problem::Damaged("shorter than its header".into()));
-        }
-        other => other.map_err(Problem::Io)?,
-    }
-    if &header[..16] != MAGIC {
-        return Err(Problem::Damaged("no granule entry header".into()));
-    }
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&header[16..24]);
-    let len = u64::from_le_bytes(len);
-    let on_disk = meta.len().saturating_sub(HEADER_LEN as u64);
-    if len != on_disk || len > max_bytes {
-        return Err(Problem::Damaged(format!(
-            "{on_disk} bytes of data where its header says {len}"
+    let size = meta.len();
+    let Some(len) = size.checked_sub(TRAILER_LEN as u64) else {
+        return Err(damaged(format!("{size} bytes, shorter than its trailer")));
+    };
+    if size > max_bytes {
+        return Err(damaged(format!(
+            "{size} bytes, more than the cache's bound"
         )));
     }
-    let mut data = Vec::with_capacity(len as usize);
-    file.take(len).read_to_end(&mut data).map_err(Problem::Io)?;
-    if data.len() as u64 != len {
-        return Err(Problem::Damaged(format!(
-            "{} bytes of data where its header says {len}",
-            data.len()
+    let mut t = [0u8; TRAILER_LEN];
+    file.read_exact_at(&mut t, len).map_err(Problem::Io)?;
+    let mut said = [0u8; 8];
+    said.copy_from_slice(&t[16..24]);
+    let said = u64::from_le_bytes(said);
+    if &t[24..] != MAGIC || said != len {
+        return Err(damaged(format!(
+            "no granule trailer for its {len} bytes of data (cut short or not an entry)"
         )));
     }
-    if blake3::hash(&data).as_bytes() != &header[24..] {
-        return Err(Problem::Damaged(
-            "its data does not match the hash in its header".into(),
+    let mut sum = [0u8; 16];
+    sum.copy_from_slice(&t[..16]);
+    // Read in pieces into one buffer: no copy of the whole kernel in memory.
+    let mut hasher = Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => damaged("it shrank while being read".into()),
+                _ => Problem::Io(e),
+            })?;
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    if hasher.digest128() != u128::from_le_bytes(sum) {
+        return Err(damaged(
+            "its data does not match the checksum in its trailer".into(),
         ));
     }
-    Ok(data)
+    Ok(len)
 }
 
 #[cfg(test)]

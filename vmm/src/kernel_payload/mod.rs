@@ -169,14 +169,16 @@ impl<'a> Payload<'a> {
             Compression::Gzip => read_capped(flate2::read::GzDecoder::new(s), cap),
             Compression::Bzip2 => read_capped(bzip2::read::BzDecoder::new(s), cap),
             Compression::Lzma => {
-                let r = lzma_rust2::LzmaReader::new_mem_limit(s, u32::MAX, None)?;
+                let r = lzma_rust2::LzmaReader::new_mem_limit(s, DECODER_MEMORY_KIB, None)?;
                 read_capped(r, cap)
             }
-            Compression::Xz => read_capped(lzma_rust2::XzReader::new(s, false), cap),
+            Compression::Xz => {
+                let r = lzma_rust2::XzReader::new_mem_limit(s, false, DECODER_MEMORY_KIB);
+                read_capped(r, cap)
+            }
             Compression::Zstd => {
                 let mut r = zstd::stream::read::Decoder::with_buffer(s)?;
-                // The kernel's build compresses with windows up to 128 MiB (--ultra -22).
-                r.window_log_max(31)?;
+                r.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
                 read_capped(r.single_frame(), cap)
             }
             Compression::Lz4 => lz4_legacy::decompress(s, cap),
@@ -195,6 +197,14 @@ impl<'a> Payload<'a> {
         }
     }
 }
+
+/// The most memory an lzma or xz decoder may take for its dictionary: the header of a
+/// damaged or hostile stream can ask for 4 GiB. The kernel's build uses 32 MiB (xz)
+/// and 64 MiB (`lzma -9`).
+const DECODER_MEMORY_KIB: u32 = 256 << 10;
+/// zstd's largest window, likewise: `zstd -22 --ultra`, the kernel's setting, uses
+/// 2^27 bytes.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
 /// Reads `r` to its end or to `cap` bytes, whichever comes first.
 fn read_capped<R: Read>(r: R, cap: usize) -> std::io::Result<Vec<u8>> {

@@ -141,3 +141,32 @@ fn short_unknown_and_oversized_payloads_are_refused_before_decoding() {
         }
     );
 }
+
+#[test]
+fn a_stream_asking_for_a_huge_dictionary_is_refused_not_allocated() {
+    // An lzma header with a 4 GiB dictionary (0xffff0000 bytes).
+    let mut lzma = b"\x5d\x00\x00\xff\xff".to_vec();
+    lzma.extend_from_slice(&u64::MAX.to_le_bytes());
+    lzma.extend_from_slice(&[0u8; 64]);
+    lzma.extend_from_slice(&1000u32.to_le_bytes());
+    let e = Payload::parse(&lzma)
+        .unwrap()
+        .decompress(LIMIT)
+        .unwrap_err();
+    assert!(
+        matches!(&e, PayloadError::Corrupt { format: Compression::Lzma, detail } if detail.contains("memory")),
+        "{e:?}"
+    );
+    // A zstd frame header with a 2 GiB window (window descriptor exponent 21 + 10).
+    let mut zstd = b"\x28\xb5\x2f\xfd\x00\xa8".to_vec();
+    zstd.extend_from_slice(&[0u8; 32]);
+    zstd.extend_from_slice(&1000u32.to_le_bytes());
+    let e = Payload::parse(&zstd)
+        .unwrap()
+        .decompress(LIMIT)
+        .unwrap_err();
+    assert!(
+        matches!(&e, PayloadError::Corrupt { format: Compression::Zstd, detail } if detail.contains("too much memory")),
+        "{e:?}"
+    );
+}

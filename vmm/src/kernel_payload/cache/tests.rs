@@ -23,6 +23,15 @@ fn data(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
 }
 
+/// The vmlinux an entry holds.
+fn contents(e: Entry) -> Vec<u8> {
+    let mut v = e.head(u64::MAX).unwrap();
+    assert_eq!(v.len() as u64, e.len);
+    // Only the vmlinux, not the trailer after it.
+    v.truncate(e.len as usize);
+    v
+}
+
 fn entry_path(c: &KernelCache, key: &Key) -> PathBuf {
     c.dir().join(key.file_name())
 }
@@ -35,7 +44,7 @@ fn an_entry_comes_back_whole_and_a_missing_one_is_a_miss() {
     assert!(c.get(&key).unwrap().is_none());
     let v = data(100_000, 1);
     assert!(c.put(&key, &v).unwrap());
-    assert_eq!(c.get(&key).unwrap().unwrap(), v);
+    assert_eq!(contents(c.get(&key).unwrap().unwrap()), v);
     assert!(c.get(&Key::of(b"bzImage two")).unwrap().is_none());
     // Private to the user.
     let mode = fs::metadata(c.dir()).unwrap().permissions();
@@ -52,19 +61,23 @@ fn a_half_written_or_changed_entry_is_removed_and_then_a_miss() {
     let key = Key::of(b"k");
     let v = data(50_000, 2);
     type Damage = fn(&Path);
-    let damage: [(&str, Damage); 4] = [
+    let damage: [(&str, Damage); 5] = [
         ("cut short", |p| {
             let f = OpenOptions::new().write(true).open(p).unwrap();
             f.set_len(20_000).unwrap();
         }),
-        ("cut inside its header", |p| {
+        ("cut inside its trailer", |p| {
             let f = OpenOptions::new().write(true).open(p).unwrap();
-            f.set_len(10).unwrap();
+            f.set_len(50_010).unwrap();
         }),
         ("one byte changed", |p| {
             let mut b = fs::read(p).unwrap();
             b[30_000] ^= 1;
             fs::write(p, b).unwrap();
+        }),
+        ("shorter than a trailer", |p| {
+            let f = OpenOptions::new().write(true).open(p).unwrap();
+            f.set_len(10).unwrap();
         }),
         ("not an entry", |p| {
             fs::write(p, b"something else entirely").unwrap()
@@ -81,14 +94,14 @@ fn a_half_written_or_changed_entry_is_removed_and_then_a_miss() {
     }
     // And it is rebuilt by the next write.
     c.put(&key, &v).unwrap();
-    assert_eq!(c.get(&key).unwrap().unwrap(), v);
+    assert_eq!(contents(c.get(&key).unwrap().unwrap()), v);
 }
 
 #[test]
 fn the_least_recently_used_entries_go_to_keep_the_bound() {
     let d = TempDir::new("evict");
     // Room for three entries of 10,000 bytes and their headers.
-    let c = KernelCache::new(d.0.clone(), 3 * (10_000 + HEADER_LEN as u64));
+    let c = KernelCache::new(d.0.clone(), 3 * (10_000 + TRAILER_LEN as u64));
     let keys: Vec<Key> = (0..4u8).map(|i| Key::of(&[i])).collect();
     let old = SystemTime::now() - Duration::from_secs(1000);
     for (i, k) in keys.iter().take(3).enumerate() {
@@ -121,7 +134,7 @@ fn a_temporary_file_left_by_a_dead_run_is_cleaned_up_when_old() {
     c.put(&Key::of(b"u"), &data(1000, 1)).unwrap();
     assert!(fresh.exists(), "another run may still be writing it");
     assert!(!stale.exists());
-    assert_eq!(c.get(&key).unwrap().unwrap(), data(1000, 0));
+    assert_eq!(contents(c.get(&key).unwrap().unwrap()), data(1000, 0));
 }
 
 #[test]
@@ -136,7 +149,7 @@ fn concurrent_writers_and_readers_see_a_whole_entry_or_none() {
                 for _ in 0..10 {
                     c.put(&key, &v).unwrap();
                     match c.get(&key) {
-                        Ok(Some(got)) => assert!(got == v),
+                        Ok(Some(got)) => assert!(contents(got) == v),
                         other => panic!("a reader saw {other:?}"),
                     }
                 }

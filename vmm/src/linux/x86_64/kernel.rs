@@ -17,7 +17,7 @@ use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{ByteValued, GuestAddress};
 
-use super::unpack::{unpack, Unpack};
+use super::unpack::{unpack, Unpack, Vmlinux};
 use crate::kernel_payload::cache::KernelCache;
 use crate::kernel_payload::choice::{CacheUse, DecompressMode, Decompression, KernelOptions};
 use crate::linux::files::{open_file, read_head, KernelFormat};
@@ -49,7 +49,8 @@ pub enum ImageKind {
     Unpacked {
         info: BzImageInfo,
         elf: ElfInfo,
-        vmlinux: Vec<u8>,
+        /// Taken (None) once loaded.
+        vmlinux: Option<Vmlinux>,
     },
 }
 
@@ -148,7 +149,7 @@ impl KernelImage {
                 self.kind = ImageKind::Unpacked {
                     info,
                     elf: u.elf,
-                    vmlinux: u.vmlinux,
+                    vmlinux: Some(u.vmlinux),
                 };
                 record
             }
@@ -244,9 +245,16 @@ impl KernelImage {
             }
             ImageKind::Unpacked { info, elf, vmlinux } => {
                 // The decompressed kernel is only needed until it is in guest memory.
-                let bytes = std::mem::take(vmlinux);
-                let r = Elf::load(mem, None, &mut Cursor::new(&bytes[..]), himem)
-                    .map_err(BootError::Load)?;
+                let r = match vmlinux.take() {
+                    Some(Vmlinux::Memory(bytes)) => {
+                        Elf::load(mem, None, &mut Cursor::new(&bytes[..]), himem)
+                    }
+                    Some(Vmlinux::Cached(mut entry)) => {
+                        Elf::load(mem, None, &mut entry.file, himem)
+                    }
+                    None => return Err(BootError::Unsupported("loading a kernel twice")),
+                }
+                .map_err(BootError::Load)?;
                 Ok(LoadedKernel {
                     format: KernelFormat::BzImage,
                     entry: r.kernel_load.0,

@@ -9,7 +9,7 @@ use std::time::Instant;
 use granule_arch::x86_64::boot::bzimage::BzImageInfo;
 use granule_arch::x86_64::boot::elf::{self, ElfInfo};
 
-use crate::kernel_payload::cache::{KernelCache, Key};
+use crate::kernel_payload::cache::{Entry, KernelCache, Key};
 use crate::kernel_payload::choice::{CacheUse, Decompression};
 use crate::kernel_payload::{Payload, PayloadError};
 
@@ -22,8 +22,15 @@ const ELF_HEAD: usize = 64 << 10;
 /// A vmlinux ready to load, and how it was obtained.
 pub struct Unpacked {
     pub elf: ElfInfo,
-    pub vmlinux: Vec<u8>,
+    pub vmlinux: Vmlinux,
     pub record: Decompression,
+}
+
+/// Where the vmlinux's bytes are: just decompressed, or in a checked cache entry (the
+/// entry file is the ELF file, loaded from directly).
+pub enum Vmlinux {
+    Memory(Vec<u8>),
+    Cached(Entry),
 }
 
 /// What to boot: the vmlinux, or the bzImage as it is (the reason why).
@@ -53,10 +60,11 @@ pub fn unpack(
     };
     let key = cache.map(|_| Key::of(image));
     if let (Some(c), Some(k)) = (cache, &key) {
-        if let Some((elf, vmlinux)) = cached(c, k) {
+        if let Some((elf, entry)) = cached(c, k) {
             let cache = CacheUse::Hit {
                 dir: c.dir().to_owned(),
             };
+            let vmlinux = Vmlinux::Cached(entry);
             return Ok(Unpack::Direct(done(&parsed, elf, vmlinux, cache, start)));
         }
     }
@@ -65,7 +73,7 @@ pub fn unpack(
         Err(e @ PayloadError::TooLarge { .. }) => return Ok(Unpack::Guest(e.to_string())),
         Err(e) => return Err(e),
     };
-    let elf = match check_elf(&vmlinux) {
+    let elf = match check_elf(&vmlinux, vmlinux.len() as u64) {
         Ok(elf) => elf,
         Err(why) => return Ok(Unpack::Guest(why)),
     };
@@ -73,14 +81,19 @@ pub fn unpack(
         (Some(c), Some(k)) => store(c, k, &vmlinux),
         _ => CacheUse::Off,
     };
+    let vmlinux = Vmlinux::Memory(vmlinux);
     Ok(Unpack::Direct(done(&parsed, elf, vmlinux, cache, start)))
 }
 
-fn done(p: &Payload, elf: ElfInfo, vmlinux: Vec<u8>, cache: CacheUse, start: Instant) -> Unpacked {
+fn done(p: &Payload, elf: ElfInfo, vmlinux: Vmlinux, cache: CacheUse, start: Instant) -> Unpacked {
+    let vmlinux_bytes = match &vmlinux {
+        Vmlinux::Memory(v) => v.len() as u64,
+        Vmlinux::Cached(e) => e.len,
+    };
     let record = Decompression::Host {
         compression: p.format,
         compressed_bytes: p.stream.len() as u64,
-        vmlinux_bytes: vmlinux.len() as u64,
+        vmlinux_bytes,
         cache,
         ms: start.elapsed().as_secs_f64() * 1e3,
     };
@@ -91,18 +104,23 @@ fn done(p: &Payload, elf: ElfInfo, vmlinux: Vec<u8>, cache: CacheUse, start: Ins
     }
 }
 
-/// Checks a decompressed payload is an x86_64 ELF kernel granule can load.
-fn check_elf(vmlinux: &[u8]) -> Result<ElfInfo, String> {
+/// Checks a decompressed payload (its first bytes and its length) is an x86_64 ELF
+/// kernel granule can load.
+fn check_elf(vmlinux: &[u8], len: u64) -> Result<ElfInfo, String> {
     let head = &vmlinux[..vmlinux.len().min(ELF_HEAD)];
-    elf::parse(head, vmlinux.len() as u64)
+    elf::parse(head, len)
         .map_err(|e| format!("its payload is not an x86_64 ELF kernel granule can load: {e}"))
 }
 
 /// The cache's vmlinux for `key`, if it has a whole one that is an ELF kernel.
-fn cached(cache: &KernelCache, key: &Key) -> Option<(ElfInfo, Vec<u8>)> {
+fn cached(cache: &KernelCache, key: &Key) -> Option<(ElfInfo, Entry)> {
     match cache.get(key) {
-        Ok(Some(v)) => match check_elf(&v) {
-            Ok(elf) => Some((elf, v)),
+        Ok(Some(entry)) => match entry
+            .head(ELF_HEAD as u64)
+            .map_err(|e| e.to_string())
+            .and_then(|head| check_elf(&head, entry.len))
+        {
+            Ok(elf) => Some((elf, entry)),
             Err(why) => {
                 tracing::warn!(
                     "ignoring the kernel cache's entry in {}: {why}",
