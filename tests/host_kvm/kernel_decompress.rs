@@ -273,3 +273,37 @@ fn decompression_options_that_do_not_apply_are_usage_errors() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("host") && err.contains("guest"), "{err}");
 }
+
+#[test]
+fn without_a_cache_directory_the_kernel_is_decompressed_and_not_stored() {
+    if !common::kvm_available("kernel_decompress_no_cache_directory") {
+        return;
+    }
+    let dir = Scratch::new("decompress-nohome");
+    let kernel = dir.file("bzImage");
+    std::fs::write(&kernel, bzimage(&fixture("vmlinux.lz4"))).unwrap();
+    let json = dir.file("summary.json");
+    let out = std::process::Command::new(common::granule_bin())
+        .args([
+            "run",
+            "--kernel",
+            &kernel,
+            "-m",
+            "256M",
+            "--timeout",
+            "2",
+            "--quiet",
+        ])
+        .args(["--json", &json])
+        .env_remove("HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .output()
+        .expect("cannot start granule");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let d = &v["decompression"];
+    assert_eq!(d["by"], "host", "{d} {err}");
+    assert_eq!(d["cache"]["kind"], "not_stored", "{d}");
+    assert!(d["cache"]["why"].as_str().unwrap().contains("HOME"), "{d}");
+}

@@ -17,9 +17,9 @@ use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{ByteValued, GuestAddress};
 
-use super::unpack::{unpack, Unpack, Vmlinux};
+use super::unpack::{unpack, CacheSetting, Unpack, Vmlinux};
 use crate::kernel_payload::cache::KernelCache;
-use crate::kernel_payload::choice::{CacheUse, DecompressMode, Decompression, KernelOptions};
+use crate::kernel_payload::choice::{DecompressMode, Decompression, KernelOptions};
 use crate::linux::files::{open_file, read_head, KernelFormat};
 use crate::linux::BootError;
 use crate::memory::GuestRam;
@@ -115,57 +115,6 @@ pub fn open(path: &Path, opts: &KernelOptions) -> Result<KernelImage, BootError>
     })
 }
 
-impl KernelImage {
-    /// For a bzImage: decompresses its kernel on the host when asked (the default) and
-    /// possible, else leaves it to the guest; records which. Other kernels are kept.
-    pub fn unpack(&mut self, opts: &KernelOptions) -> Result<(), BootError> {
-        let ImageKind::BzImage(info) = &self.kind else {
-            return Ok(());
-        };
-        let info = info.clone();
-        if opts.mode() == DecompressMode::Guest {
-            let reason = "--kernel-decompress guest".to_string();
-            self.decompression = Some(Decompression::Guest { reason });
-            return Ok(());
-        }
-        let path = &self.path;
-        let image = read_all(path, &self.file, self.len)?;
-        let dir = opts.cache_on().then(KernelCache::default_dir).flatten();
-        let cache = dir.map(|d| KernelCache::new(d, KernelCache::DEFAULT_MAX_BYTES));
-        let unpacked =
-            unpack(&image, &info, cache.as_ref()).map_err(|error| BootError::Payload {
-                path: path.clone(),
-                error,
-            })?;
-        let record = match unpacked {
-            Unpack::Direct(u) => {
-                let mut record = u.record;
-                if let Decompression::Host { cache: c, .. } = &mut record {
-                    if opts.cache_on() && *c == CacheUse::Off {
-                        let why = "neither XDG_CACHE_HOME nor HOME is an absolute path".into();
-                        *c = CacheUse::NotStored { why };
-                    }
-                }
-                self.kind = ImageKind::Unpacked {
-                    info,
-                    elf: u.elf,
-                    vmlinux: Some(u.vmlinux),
-                };
-                record
-            }
-            Unpack::Guest(reason) => {
-                tracing::warn!(
-                    "{}: its kernel is decompressed in the guest, more slowly: {reason}",
-                    path.display()
-                );
-                Decompression::Guest { reason }
-            }
-        };
-        self.decompression = Some(record);
-        Ok(())
-    }
-}
-
 /// The whole kernel file (at most the files' size limit, checked when it was opened).
 fn read_all(path: &Path, mut file: &File, len: u64) -> Result<Vec<u8>, BootError> {
     let mut all = Vec::with_capacity(len as usize);
@@ -189,6 +138,54 @@ fn header_of(info: &BzImageInfo) -> setup_header {
 }
 
 impl KernelImage {
+    /// For a bzImage: decompresses its kernel on the host when asked (the default) and
+    /// possible, else leaves it to the guest; records which. Other kernels are kept.
+    pub fn unpack(&mut self, opts: &KernelOptions) -> Result<(), BootError> {
+        let ImageKind::BzImage(info) = &self.kind else {
+            return Ok(());
+        };
+        let info = info.clone();
+        if opts.mode() == DecompressMode::Guest {
+            let reason = "--kernel-decompress guest".to_string();
+            self.decompression = Some(Decompression::Guest { reason });
+            return Ok(());
+        }
+        let path = &self.path;
+        let image = read_all(path, &self.file, self.len)?;
+        let cache = match (opts.cache_on(), KernelCache::default_dir()) {
+            (false, _) => CacheSetting::Off,
+            (true, Some(d)) => {
+                CacheSetting::Use(KernelCache::new(d, KernelCache::DEFAULT_MAX_BYTES))
+            }
+            (true, None) => CacheSetting::Unavailable(
+                "neither XDG_CACHE_HOME nor HOME is an absolute path".into(),
+            ),
+        };
+        let unpacked = unpack(&image, &info, &cache).map_err(|error| BootError::Payload {
+            path: path.clone(),
+            error,
+        })?;
+        let record = match unpacked {
+            Unpack::Direct(u) => {
+                self.kind = ImageKind::Unpacked {
+                    info,
+                    elf: u.elf,
+                    vmlinux: Some(u.vmlinux),
+                };
+                u.record
+            }
+            Unpack::Guest(reason) => {
+                tracing::warn!(
+                    "{}: its kernel is decompressed in the guest, more slowly: {reason}",
+                    path.display()
+                );
+                Decompression::Guest { reason }
+            }
+        };
+        self.decompression = Some(record);
+        Ok(())
+    }
+
     pub fn format(&self) -> KernelFormat {
         match self.kind {
             ImageKind::BzImage(_) | ImageKind::Unpacked { .. } => KernelFormat::BzImage,

@@ -39,11 +39,29 @@ pub enum Unpack {
     Guest(String),
 }
 
-/// Decompresses `image` (the whole bzImage, parsed as `info`), through `cache` if any.
+/// The cache a host decompression goes through, or why there is none.
+pub enum CacheSetting {
+    /// `--kernel-cache off`.
+    Off,
+    /// Asked for, but there is nowhere to keep it.
+    Unavailable(String),
+    Use(KernelCache),
+}
+
+impl CacheSetting {
+    fn cache(&self) -> Option<&KernelCache> {
+        match self {
+            Self::Use(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Decompresses `image` (the whole bzImage, parsed as `info`), through `cache`.
 pub fn unpack(
     image: &[u8],
     info: &BzImageInfo,
-    cache: Option<&KernelCache>,
+    cache: &CacheSetting,
 ) -> Result<Unpack, PayloadError> {
     let start = Instant::now();
     let Some(range) = info.payload_range(image.len() as u64) else {
@@ -58,8 +76,8 @@ pub fn unpack(
         Ok(p) => p,
         Err(e) => return Ok(Unpack::Guest(e.to_string())),
     };
-    let key = cache.map(|_| Key::of(image));
-    if let (Some(c), Some(k)) = (cache, &key) {
+    let keyed = cache.cache().map(|c| (c, Key::of(image)));
+    if let Some((c, k)) = &keyed {
         if let Some((elf, entry)) = cached(c, k) {
             let cache = CacheUse::Hit {
                 dir: c.dir().to_owned(),
@@ -77,9 +95,10 @@ pub fn unpack(
         Ok(elf) => elf,
         Err(why) => return Ok(Unpack::Guest(why)),
     };
-    let cache = match (cache, &key) {
-        (Some(c), Some(k)) => store(c, k, &vmlinux),
-        _ => CacheUse::Off,
+    let cache = match (&keyed, cache) {
+        (Some((c, k)), _) => store(c, k, &vmlinux),
+        (None, CacheSetting::Unavailable(why)) => CacheUse::NotStored { why: why.clone() },
+        (None, _) => CacheUse::Off,
     };
     let vmlinux = Vmlinux::Memory(vmlinux);
     Ok(Unpack::Direct(done(&parsed, elf, vmlinux, cache, start)))
