@@ -123,7 +123,8 @@ fn stress_runs_in_both_modes_and_compares() {
     }
     assert!(v["host"]["backend"].is_string() && v["host"]["kernel"].is_string());
 
-    // THP: every aliased 2 MiB block a 2M leaf after run 1, as predicted.
+    // THP under 2 MiB guest pages: every aliased 2 MiB block a 2M leaf after run 1, as
+    // predicted (under shadow paging the guest's page size bounds the leaf too).
     let v = run_json(
         &[
             "-c",
@@ -134,11 +135,14 @@ fn stress_runs_in_both_modes_and_compares() {
             "1",
             "--backing",
             "thp",
+            "--guest-page",
+            "2M",
             "--repeat",
             "2",
         ],
         &thp,
     );
+    assert_eq!(v["config"]["guest_page"], 2 << 20);
     assert_run1_as_predicted(&v);
     assert_eq!(v["runs"][0]["predicted_run1"]["pages_2m"], 1024);
     assert_eq!(v["runs"].as_array().unwrap().len(), 2);
@@ -222,6 +226,10 @@ fn stress_failures_end_with_clear_errors_within_a_bound() {
             "hugetlb pool too small",
         ),
     ];
+    // x86's guest maps with 2M or 1G only: a bad command line.
+    let (code, _, err) = granule(&["stress", "--guest-page", "4K"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("4K is arm64 only"), "{err}");
     for (args, needle) in cases {
         let mut all = vec!["stress", "--quiet"];
         all.extend(args.iter().map(String::as_str));

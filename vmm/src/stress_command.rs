@@ -39,6 +39,7 @@ pub fn run(a: &StressArgs) -> Result<StressReport> {
         slot_gib: a.slot.unwrap_or(slot),
         backing: backing.unwrap_or(Backing::Anon4k),
         on_fault: a.on_fault.unwrap_or(OnFault::Skip),
+        guest_page: a.guest_page,
         phase_timeout: a.phase_timeout,
         progress: !a.quiet,
         crash_vcpu: a.crash_vcpu,

@@ -79,6 +79,10 @@ pub struct StressArgs {
     /// Host backing of the chunk: 4k, thp, hugetlb-2m or hugetlb-1g.
     #[arg(long, value_parser = values::parse_stress_backing)]
     pub backing: Option<crate::memory::Backing>,
+    /// The guest's stage-1 page size: 2M or 1G, on arm64 also 4K (default: 1G, as
+    /// upstream on x86; upstream's arm64 guest maps 4K pages).
+    #[arg(long, value_parser = values::parse_stress_guest_page)]
+    pub guest_page: Option<u64>,
     /// What a vCPU does when its store hits read-only memory (default: skip, as upstream
     /// on x86 and arm64).
     #[arg(long, value_enum)]

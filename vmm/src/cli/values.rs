@@ -39,6 +39,22 @@ pub fn parse_leaf(s: &str) -> Result<u64, String> {
     }
 }
 
+/// The stress guest's stage-1 page size: 2M or 1G, and on arm64 also 4K (the size
+/// upstream's arm64 guest maps with).
+pub fn parse_stress_guest_page(s: &str) -> Result<u64, String> {
+    let four_k = cfg!(target_arch = "aarch64");
+    match crate::units::parse_size(s) {
+        Ok(v) if v == 2 << 20 || v == 1 << 30 || (four_k && v == 4 << 10) => Ok(v),
+        Ok(4096) => Err(format!(
+            "invalid guest page size '{s}': 4K is arm64 only (x86 stress maps with 2M or 1G)"
+        )),
+        _ if four_k => Err(format!(
+            "invalid guest page size '{s}': expected 4K, 2M or 1G"
+        )),
+        _ => Err(format!("invalid guest page size '{s}': expected 2M or 1G")),
+    }
+}
+
 /// A whole number of GiB, at least 1 (the stress -m and -s options).
 pub fn parse_gib(s: &str) -> Result<u64, String> {
     match s.trim().parse::<u64>() {
@@ -110,6 +126,21 @@ pub fn parse_port(s: &str) -> Result<u16, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stress_guest_page() {
+        assert_eq!(parse_stress_guest_page("2M"), Ok(2 << 20));
+        assert_eq!(parse_stress_guest_page("1G"), Ok(1 << 30));
+        let four_k = parse_stress_guest_page("4K");
+        if cfg!(target_arch = "aarch64") {
+            assert_eq!(four_k, Ok(4096));
+        } else {
+            assert!(four_k.unwrap_err().contains("4K is arm64 only"));
+        }
+        assert!(parse_stress_guest_page("64K")
+            .unwrap_err()
+            .contains("invalid guest page size '64K'"));
+    }
 
     #[test]
     fn vcpus() {

@@ -71,7 +71,9 @@ fn build_and_start(
     )
     .map_err(|e| RunError::Vm(e.into()))?;
     let ram = guest_ram.ranges();
-    let image = programs::build(&cfg.program, &ram, cfg.vcpus)?;
+    // 1 GiB stage-1 blocks: the tables stay tiny, and arm64 stage-2 leaf sizes do not
+    // depend on the guest's stage-1 sizes.
+    let image = programs::build(&cfg.program, &ram, cfg.vcpus, 1 << 30)?;
     let mut vm = Vm::new(kvm, guest_ram)?;
     let console: Arc<dyn granule_devices::BusDevice> = Arc::new(SerialPort::new(console));
     load(&vm, &image, vm.mmio(), (layout::UART_MMIO, console), extra)?;

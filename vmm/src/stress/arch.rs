@@ -16,12 +16,16 @@ fn os(e: kvm_ioctls::Error) -> io::Error {
 mod imp {
     use super::*;
     use crate::vcpu::setup_x86_64;
+    use granule_arch::x86_64::paging::{self, PAGE_1G, PAGE_2M};
     use granule_arch::x86_64::programs;
     use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 
     pub struct Setup {
         supported: CpuId,
+        /// The guest's stage-1 page size (the largest offered unless asked otherwise).
         pub guest_page: u64,
+        /// The page sizes the guest's tables can use, ascending.
+        pub offered_pages: Vec<u64>,
         pub phys_bits: u32,
         pub sync_regs: bool,
     }
@@ -36,8 +40,14 @@ mod imp {
             .iter()
             .find(|e| e.function == 0x8000_0008)
             .map_or(36, |e| e.eax & 0xff);
+        let largest = setup_x86_64::guest_page_size(&supported);
+        let offered_pages = [PAGE_2M, PAGE_1G]
+            .into_iter()
+            .filter(|&p| p <= largest)
+            .collect();
         Ok(Setup {
-            guest_page: setup_x86_64::guest_page_size(&supported),
+            guest_page: largest,
+            offered_pages,
             phys_bits,
             sync_regs: kvm.kvm.check_extension(kvm_ioctls::Cap::SyncRegs),
             supported,
@@ -51,6 +61,11 @@ mod imp {
         s: &Setup,
     ) -> Result<GuestImage, granule_arch::ImageError> {
         programs::build(p, ram, vcpus, s.guest_page)
+    }
+
+    /// Bytes of the identity tables over `[0, top)` with `page` leaves.
+    pub fn table_bytes(top: u64, page: u64) -> Result<u64, String> {
+        paging::table_bytes(top, page).map_err(|e| e.to_string())
     }
 
     pub fn configure(
@@ -108,10 +123,14 @@ mod imp {
 mod imp {
     use super::*;
     use crate::vcpu::regs_aarch64::PC;
+    use granule_arch::aarch64::paging::{self, GIB, PAGE, PAGE_2M};
     use granule_arch::aarch64::{programs, regs};
 
     pub struct Setup {
+        /// The guest's stage-1 page size (1 GiB blocks unless asked otherwise).
         pub guest_page: u64,
+        /// The page sizes the guest's tables can use, ascending.
+        pub offered_pages: Vec<u64>,
         pub phys_bits: u32,
     }
 
@@ -119,7 +138,8 @@ mod imp {
         // VMs get KVM's default 40-bit IPA space (granule creates them with type 0).
         let _ = kvm;
         Ok(Setup {
-            guest_page: 1 << 30,
+            guest_page: GIB,
+            offered_pages: vec![PAGE, PAGE_2M, GIB],
             phys_bits: 40,
         })
     }
@@ -128,9 +148,14 @@ mod imp {
         p: &Program,
         ram: &[RamRange],
         vcpus: usize,
-        _s: &Setup,
+        s: &Setup,
     ) -> Result<GuestImage, granule_arch::ImageError> {
-        programs::build(p, ram, vcpus)
+        programs::build(p, ram, vcpus, s.guest_page)
+    }
+
+    /// Bytes of the identity tables over `[0, top)` with `page` leaves.
+    pub fn table_bytes(top: u64, page: u64) -> Result<u64, String> {
+        paging::table_bytes(top, page).map_err(|e| e.to_string())
     }
 
     fn set(fd: &VcpuFd, id: u64, v: u64) -> io::Result<()> {

@@ -32,6 +32,8 @@ pub struct StressConfig {
     pub slot_gib: u64,
     pub backing: Backing,
     pub on_fault: OnFault,
+    /// The guest's stage-1 page size; None: the architecture's default.
+    pub guest_page: Option<u64>,
     /// Longest any one phase may take before the run is stopped with an error.
     pub phase_timeout: Duration,
     pub progress: bool,
@@ -61,6 +63,15 @@ pub enum ConfigError {
     SlotTooLarge { slot: u64, host: u64 },
     #[error("{vcpus} vCPUs requested, but this host's KVM allows at most {max}")]
     TooManyVcpus { vcpus: usize, max: usize },
+    #[error("--guest-page {}: the guest CPU does not offer it (it offers {offered}); use one of those", format_size(*page))]
+    GuestPage { page: u64, offered: String },
+    #[error("--guest-page {} over {} of guest-physical space needs {} of page tables, more than the {} of low RAM below the MMIO hole; use a smaller -m or a larger --guest-page", format_size(*page), format_size(*top), format_size(*need), format_size(*room))]
+    TablesTooLarge {
+        page: u64,
+        top: u64,
+        need: u64,
+        room: u64,
+    },
 }
 
 /// What the checks derive: the number of slots and where guest memory ends.
@@ -130,6 +141,46 @@ pub fn check(
     })
 }
 
+/// RAM below the stress memory for the program image and stacks; the page tables come
+/// on top (upstream's slot 0).
+pub const LOW_RAM: u64 = 64 << 20;
+/// Low RAM ends below the [3 GiB, 4 GiB) MMIO hole.
+const LOW_RAM_LIMIT: u64 = 3 * GIB;
+
+/// The guest's stage-1 page size: the one asked for if the guest offers it, else the
+/// largest offered (`offered` ascending, not empty).
+pub fn guest_page(requested: Option<u64>, offered: &[u64]) -> Result<u64, ConfigError> {
+    let largest = offered.last().copied().unwrap_or(GIB);
+    match requested {
+        None => Ok(largest),
+        Some(p) if offered.contains(&p) => Ok(p),
+        Some(page) => Err(ConfigError::GuestPage {
+            page,
+            offered: offered
+                .iter()
+                .map(|&o| format_size(o))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// Low RAM for `tables` bytes of page tables over `[0, top)` with `page` leaves:
+/// [`LOW_RAM`] plus the tables, in whole 2 MiB, below the MMIO hole.
+pub fn low_ram(tables: u64, page: u64, top: u64) -> Result<u64, ConfigError> {
+    let room = LOW_RAM_LIMIT - LOW_RAM;
+    let rounded = tables.checked_next_multiple_of(2 << 20).unwrap_or(u64::MAX);
+    if rounded > room {
+        return Err(ConfigError::TablesTooLarge {
+            page,
+            top,
+            need: tables,
+            room,
+        });
+    }
+    Ok(LOW_RAM + rounded)
+}
+
 /// Defaults that fit the machine: upstream's 3/4 of the CPUs; upstream's 128 GiB in
 /// 2 GiB slots where stage 2 is hardware, but 8 GiB under shadow paging, where every
 /// guest page costs a shadow-page fault (hours for 128 GiB on a small host); and a
@@ -152,6 +203,7 @@ mod tests {
             slot_gib: slot,
             backing: Backing::Anon4k,
             on_fault: OnFault::Skip,
+            guest_page: None,
             phase_timeout: Duration::from_secs(60),
             progress: false,
             crash_vcpu: None,
@@ -210,6 +262,35 @@ mod tests {
             e.contains("-m 1 GiB is smaller than the slot size -s 2 GiB"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn guest_page_is_one_the_guest_offers() {
+        let arm = [4 << 10, 2 << 20, GIB];
+        assert_eq!(guest_page(None, &arm), Ok(GIB));
+        assert_eq!(guest_page(Some(4 << 10), &arm), Ok(4 << 10));
+        let e = guest_page(Some(GIB), &[2 << 20]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--guest-page 1 GiB: the guest CPU does not offer it (it offers 2 MiB); use one of those"
+        );
+    }
+
+    #[test]
+    fn low_ram_grows_with_the_tables_up_to_the_hole() {
+        assert_eq!(low_ram(0, GIB, 5 * GIB), Ok(LOW_RAM));
+        assert_eq!(low_ram(1, GIB, 5 * GIB), Ok(LOW_RAM + (2 << 20)));
+        // 4 KiB pages over 1 TiB (arm64's 40-bit limit) take 2 GiB of tables and fit;
+        // 3 GiB of tables would not.
+        assert!(low_ram(2 * GIB + (4 << 20), 4 << 10, 1 << 40).is_ok());
+        let e = low_ram(3 * GIB, 4 << 10, 3 << 39).unwrap_err();
+        assert!(matches!(e, ConfigError::TablesTooLarge { .. }));
+        assert!(
+            e.to_string()
+                .contains("use a smaller -m or a larger --guest-page"),
+            "{e}"
+        );
+        assert!(low_ram(u64::MAX, 4 << 10, 1 << 40).is_err(), "no overflow");
     }
 
     #[test]

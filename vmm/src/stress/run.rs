@@ -63,8 +63,6 @@ impl From<WorkerError> for StressError {
     }
 }
 
-/// Low RAM for the program image, page tables and stacks (upstream's slot 0).
-const LOW_RAM: u64 = 64 << 20;
 /// Stage-2 leaves the planner expects once run 1 has written all of the aliased memory
 /// (the program image's own few 4K leaves in slot 0 come on top).
 fn predict(
@@ -132,9 +130,11 @@ fn build_vm(
     setup: &arch::Setup,
     chunk: &Chunk,
 ) -> Result<Built, StressError> {
+    let tables = arch::table_bytes(g.end, setup.guest_page).map_err(StressError::Setup)?;
+    let low_size = config::low_ram(tables, setup.guest_page, g.end)?;
     // RAM avoids [3 GiB, 4 GiB) on both architectures (x86 MMIO hole; arm64 report page).
     let low = GuestRam::new(
-        &[ZoneConfig::new(LOW_RAM, Backing::Anon4k)],
+        &[ZoneConfig::new(low_size, Backing::Anon4k)],
         &[(3 << 30, 4 << 30)],
         0,
     )?;
@@ -331,8 +331,10 @@ fn delete_even_slots(vm: &Vm, first_slot: u32, slots: u64) -> Result<(), StressE
 
 /// Runs the benchmark once in a fresh VM.
 pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo), StressError> {
-    let setup =
-        Arc::new(arch::setup(kvm).map_err(|e| StressError::Setup(format!("vCPU set-up: {e}")))?);
+    let mut setup =
+        arch::setup(kvm).map_err(|e| StressError::Setup(format!("vCPU set-up: {e}")))?;
+    setup.guest_page = config::guest_page(c.guest_page, &setup.offered_pages)?;
+    let setup = Arc::new(setup);
     let g = geometry(kvm, c, &setup)?;
     let backend = crate::probe::Backend::detect().kind;
     let chunk = prefaulted_chunk(c, &g)?;

@@ -27,10 +27,16 @@ pub const MAX_TEXT: usize = 4096;
 const IPA_LIMIT: u64 = 1 << 40;
 const MIB2: u64 = 2 << 20;
 
-/// Builds the image of `program` over `ram` for `vcpus` vCPUs.
-pub fn build(program: &Program, ram: &[RamRange], vcpus: usize) -> Result<GuestImage, ImageError> {
+/// Builds the image of `program` over `ram` for `vcpus` vCPUs, the stage-1 identity map
+/// made of `guest_page` leaves (4 KiB, 2 MiB or 1 GiB).
+pub fn build(
+    program: &Program,
+    ram: &[RamRange],
+    vcpus: usize,
+    guest_page: u64,
+) -> Result<GuestImage, ImageError> {
     if let Program::Stress { .. } = program {
-        return stress::build(program, ram, vcpus);
+        return stress::build(program, ram, vcpus, guest_page);
     }
     if vcpus == 0 {
         return Err(ImageError::NoVcpus);
@@ -53,7 +59,8 @@ pub fn build(program: &Program, ram: &[RamRange], vcpus: usize) -> Result<GuestI
     let vectors = workloads::vectors(VECTORS)?;
     let code = workloads::encode(program, IMAGE_BASE)?;
     let tables_base = page_up(IMAGE_BASE + code.len() as u64);
-    let tables = identity_map(tables_base, top);
+    let tables = identity_map(tables_base, top, guest_page)
+        .map_err(|e| ImageError::Paging(e.to_string()))?;
     let data_base = page_up(tables_base + tables.len() as u64);
     // Room for the data before knowing the touch shares: one page of text, or up to
     // one (start, end) pair per RAM range and vCPU.
@@ -83,7 +90,7 @@ pub fn build(program: &Program, ram: &[RamRange], vcpus: usize) -> Result<GuestI
             (data_base, data),
         ],
         page_table_root: tables_base,
-        guest_page_size: 1 << 30,
+        guest_page_size: guest_page,
         vcpus: vcpu_entries,
         reserved_end,
         page_tables: (tables_base, tables_base + tables.len() as u64),
@@ -142,7 +149,7 @@ mod tests {
                 size: GIB,
             },
         ];
-        let img = build(&Program::Touch, &ram, 2).unwrap();
+        let img = build(&Program::Touch, &ram, 2, GIB).unwrap();
         assert_eq!(img.vectors, Some(VECTORS));
         assert_eq!(img.reserved_end % MIB2, 0);
         let total: u64 = img.pages_per_vcpu.iter().sum();
@@ -160,7 +167,7 @@ mod tests {
     #[test]
     fn hello_passes_its_text_and_bad_requests_are_errors() {
         let ram = [RamRange { gpa: 0, size: GIB }];
-        let img = build(&Program::Hello { text: "hi".into() }, &ram, 1).unwrap();
+        let img = build(&Program::Hello { text: "hi".into() }, &ram, 1, GIB).unwrap();
         let [text, len, ..] = img.vcpus[0].args;
         assert_eq!(len, 2);
         assert!(img.writes.iter().any(|(at, b)| *at == text && b == b"hi"));
@@ -170,11 +177,12 @@ mod tests {
                     text: "x".repeat(5000)
                 },
                 &ram,
-                1
+                1,
+                GIB
             ),
             Err(ImageError::TextTooLong { .. })
         ));
-        let err = |p: Program, vcpus| build(&p, &ram, vcpus).err();
+        let err = |p: Program, vcpus| build(&p, &ram, vcpus, GIB).err();
         assert_eq!(
             err(Program::MmioProbe { gpa: 0x1000 }, 1),
             Some(ImageError::ProbeInRam { gpa: 0x1000 })
@@ -186,7 +194,8 @@ mod tests {
                     gpa: 0,
                     size: MIB2 / 2
                 }],
-                1
+                1,
+                GIB
             ),
             Err(ImageError::RamTooSmall { .. })
         ));

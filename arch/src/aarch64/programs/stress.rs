@@ -60,8 +60,14 @@ fn stress(a: &mut A64, crash: bool) {
     a.udf();
 }
 
-/// Builds the stress image over `ram` for `vcpus` vCPUs.
-pub fn build(program: &Program, ram: &[RamRange], vcpus: usize) -> Result<GuestImage, ImageError> {
+/// Builds the stress image over `ram` for `vcpus` vCPUs, stage 1 in `guest_page` leaves
+/// (upstream maps every 4 KiB page).
+pub fn build(
+    program: &Program,
+    ram: &[RamRange],
+    vcpus: usize,
+    guest_page: u64,
+) -> Result<GuestImage, ImageError> {
     let Program::Stress {
         start,
         end,
@@ -99,7 +105,8 @@ pub fn build(program: &Program, ram: &[RamRange], vcpus: usize) -> Result<GuestI
         .unwrap_or(0)
         .max(*end)
         .max(MMIO_HOLE_END);
-    let tables = identity_map(tables_base, top);
+    let tables = identity_map(tables_base, top, guest_page)
+        .map_err(|e| ImageError::Paging(e.to_string()))?;
     let reserved_end = (tables_base + tables.len() as u64).next_multiple_of(2 << 20);
     if first.gpa != 0 || reserved_end > first.end() {
         return Err(ImageError::RamTooSmall {
@@ -133,7 +140,7 @@ pub fn build(program: &Program, ram: &[RamRange], vcpus: usize) -> Result<GuestI
             (tables_base, tables),
         ],
         page_table_root: tables_base,
-        guest_page_size: 1 << 30,
+        guest_page_size: guest_page,
         vcpus: vcpu_entries,
         reserved_end,
         page_tables: (tables_base, tables_end),
@@ -158,7 +165,7 @@ mod tests {
             end: 8 << 30,
             crash_vcpu: Some(1),
         };
-        let img = build(&p, &ram, 2).unwrap();
+        let img = build(&p, &ram, 2, 1 << 30).unwrap();
         let code = &img.writes[0].1;
         assert!(
             code.chunks(4).any(|w| w == [0x00, 0x00, 0x00, 0xf9]),
@@ -175,5 +182,27 @@ mod tests {
             img.vcpus[1].entry, img.vcpus[0].entry,
             "the debug-crash vCPU"
         );
+    }
+
+    #[test]
+    fn four_kib_stage1_pages_need_their_tables_in_low_ram() {
+        let p = Program::Stress {
+            start: 4 << 30,
+            end: 8 << 30,
+            crash_vcpu: None,
+        };
+        let ram = |size| [RamRange { gpa: 0, size }];
+        let img = build(&p, &ram(64 << 20), 2, PAGE).unwrap();
+        assert_eq!(img.guest_page_size, PAGE);
+        let (from, to) = img.page_tables;
+        assert!(to - from > 16 << 20, "one 8-byte entry per 4 KiB of 8 GiB");
+        assert!(matches!(
+            build(&p, &ram(16 << 20), 2, PAGE),
+            Err(ImageError::RamTooSmall { .. })
+        ));
+        assert!(matches!(
+            build(&p, &ram(64 << 20), 2, 64 << 10),
+            Err(ImageError::Paging(_))
+        ));
     }
 }
