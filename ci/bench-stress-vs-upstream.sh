@@ -1,30 +1,60 @@
 #!/usr/bin/env bash
-# Benchmark: granule stress against the Linux selftest mmu_stress_test it ports, in the
-# x86 test bed (nested SVM+NPT), same configuration (-c 2 -m 1 -s 1, skip on fault),
-# alternated, ROUNDS times each. Prints each phase's median for both and the ratio
-# granule/upstream. A measurement, not a test.
-# Usage: ci/bench-stress-vs-upstream.sh [ROUNDS]    (default 3)
+# Benchmark: granule stress against the Linux selftest mmu_stress_test it ports, in a
+# test bed (x86: nested SVM+NPT; arm64: KVM at EL2 in TCG's virt, VHE), same
+# configuration (-c 2 -m 1 -s 1, skip on fault), alternated, ROUNDS times each. The
+# selftest is built from Debian's kernel source for the bed's arch. Prints each phase's
+# median for both and the ratio granule/upstream. A measurement, not a test.
+# Extra arguments make each round also run granule stress with them (e.g. --guest-page
+# 4K on arm64), reported as granule_alt.
+# Usage: ci/bench-stress-vs-upstream.sh [ROUNDS] [x86_64|aarch64] [GRANULE-STRESS-ARGS...]
+#        (defaults 3, x86_64)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-3}
+rounds=${1:-3} arch=${2:-x86_64}; shift $(($# < 2 ? $# : 2))
+case $arch in
+    x86_64|aarch64) ;;
+    *) echo "unknown arch $arch: use x86_64 or aarch64" >&2; exit 2 ;;
+esac
 resources/bed-prepare.sh >/dev/null
-upstream=$(resources/upstream-selftest.sh)
+upstream=$(resources/upstream-selftest.sh "$arch")
 source .cache/bed/manifest.env
-kdir=$(dirname "$X86_64_KERNEL")
-img=.cache/bed/x86_64-bench.cpio.gz
-resources/initramfs.sh amd64 "$kdir" /bin/busybox target/x86_64-unknown-linux-gnu/release/granule "$img" "$upstream"
-ci/bed-run.sh x86_64 "$img" stress-vs-upstream $((rounds * 400 + 120)) 4G "granule.rounds=$rounds"
-log=target/bed-logs/x86_64-stress-vs-upstream.log
+base=X86_64_INITRD; [ "$arch" = aarch64 ] && base=AARCH64_INITRD
+# The bed's initramfs followed by one holding the selftest (the kernel unpacks both).
+img=.cache/bed/$arch-stress-vs-upstream.cpio.gz
+stage=$(mktemp -d); trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/tests"; cp "$upstream" "$stage/tests/mmu_stress_test"
+(cd "$stage" && find tests | cpio -o -H newc --quiet | gzip -1) | cat "${!base}" - > "$img"
+# A round takes up to 15 minutes in the arm64 bed (20 with the extra variant).
+per=$(( $# > 0 ? 1500 : 900 ))
+ci/bed-run.sh "$arch" "$img" stress-vs-upstream $((rounds * per + 120)) 4G \
+    "granule.rounds=$rounds" ${*:+"granule.stress_args=$(IFS=,; echo "$*")"}
+log=target/bed-logs/$arch-stress-vs-upstream.log
 python3 - "$log" <<'PY'
 import re, statistics, sys
-runs = {"granule": [], "upstream": []}
+runs = {"granule": [], "granule_alt": [], "upstream": []}
+kvm = {k: [] for k in runs}
 for line in open(sys.argv[1], errors="replace"):
     m = re.match(r"GRANULE-BED: LINE (\w+) (run1 = .*)", line.strip())
     if m:
         runs[m.group(1)].append({k: float(v) for k, v in re.findall(r"(\w+) = ([0-9.]+)s", m.group(2))})
-print(f"{'phase':<6} {'granule s':>12} {'upstream s':>12} {'ratio':>7}   ({len(runs['granule'])} rounds each, medians)")
+    m = re.match(r"GRANULE-BED: KVMSTATS (\w+)(.*)", line.strip())
+    if m:
+        kvm[m.group(1)].append({k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))})
+tools = [t for t in runs if runs[t]]
+if "upstream" not in tools or "granule" not in tools:
+    sys.exit("no complete round to compare")
+print(f"{len(runs['upstream'])} rounds, medians, seconds; ratio = tool/upstream")
+print(f"{'phase':<6}" + "".join(f" {t:>12} {'ratio':>6}" for t in tools if t != "upstream") + f" {'upstream':>12}")
 for p in ["run1", "reset", "run2", "ro", "rw"]:
-    g = statistics.median(r[p] for r in runs["granule"])
     u = statistics.median(r[p] for r in runs["upstream"])
-    print(f"{p:<6} {g:12.6f} {u:12.6f} {g / u if u else float('nan'):7.2f}")
+    row = f"{p:<6}"
+    for t in tools:
+        if t != "upstream":
+            g = statistics.median(r[p] for r in runs[t])
+            row += f" {g:12.6f} {g / u if u else float('nan'):6.2f}"
+    print(row + f" {u:12.6f}")
+if all(kvm[t] for t in tools):
+    print("KVM debugfs totals over a whole run (sampled every 0.5 s; medians):")
+    for k in kvm["upstream"][0]:
+        print(f"  {k:<18}" + "".join(f" {t} {statistics.median(r.get(k, 0) for r in kvm[t]):>11.0f}" for t in tools))
 PY

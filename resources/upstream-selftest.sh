@@ -4,9 +4,16 @@
 # so granule stress can be measured side by side with the original in a test bed.
 # Prints the path of the binary. Not part of the test suite: ci/bench-stress-vs-upstream.sh
 # uses it.
-# Usage: resources/upstream-selftest.sh
+# Usage: resources/upstream-selftest.sh [x86_64|aarch64]    (default x86_64; aarch64 is
+# cross-built with gcc-aarch64-linux-gnu)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+arch=${1:-x86_64}
+case $arch in
+    x86_64) karch=x86 cross= ;;
+    aarch64) karch=arm64 cross=aarch64-linux-gnu- ;;
+    *) echo "unknown arch $arch: use x86_64 or aarch64" >&2; exit 2 ;;
+esac
 pkg=linux-source-7.3
 d=$GRANULE_CACHE/apt-src
 mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/etc"
@@ -22,17 +29,17 @@ if [ -z "$(find "$d/updated" -mtime -1 2>/dev/null)" ]; then
 fi
 ver=$(apt-cache "${opts[@]}" policy "$pkg" | awk '/Candidate:/ {print $2}')
 [ -n "$ver" ] && [ "$ver" != "(none)" ] || die "$pkg not found in trixie-backports"
-out=$GRANULE_CACHE/upstream-selftest/$ver
+out=$GRANULE_CACHE/upstream-selftest/$ver/$arch
 bin=$out/mmu_stress_test
 if [ ! -x "$bin" ]; then
-    log "building mmu_stress_test from $pkg $ver"
+    log "building mmu_stress_test for $arch from $pkg $ver"
     rm -rf "$out"; mkdir -p "$out/deb" "$out/src"
     (cd "$out/deb" && apt-get "${opts[@]}" download -qq "$pkg" >/dev/null) || die "download of $pkg failed"
     dpkg-deb -x "$out"/deb/*.deb "$out/pkg"
     tarball=$(ls "$out"/pkg/usr/src/linux-source-*.tar.*)
     top=$(basename "$tarball"); top=${top%%.tar.*}
     # The selftests need the tools tree, the UAPI headers and the build scripts.
-    tar -xf "$tarball" -C "$out/src" "$top/tools" "$top/include" "$top/arch/x86" "$top/scripts" \
+    tar -xf "$tarball" -C "$out/src" "$top/tools" "$top/include" "$top/arch/$karch" "$top/scripts" \
         "$top/Makefile" "$top/Kbuild" "$top/Kconfig" "$top/usr" 2>/dev/null || true
     src=$out/src/$top
     # The VFIO helpers the kvm library builds symlink into drivers/: extract the targets.
@@ -51,8 +58,8 @@ print("\n".join(sorted(dirs)))
 PYEOF
 )
     [ ${#more[@]} -eq 0 ] || tar -xf "$tarball" -C "$out/src" "${more[@]}"
-    make -s -C "$src" headers >/dev/null 2>"$out/headers.log" || die "make headers failed: $(tail -3 "$out/headers.log")"
-    make -s -C "$src/tools/testing/selftests/kvm" LDFLAGS=-static \
+    make -s -C "$src" ARCH=$karch headers >/dev/null 2>"$out/headers.log" || die "make headers failed: $(tail -3 "$out/headers.log")"
+    make -s -C "$src/tools/testing/selftests/kvm" ARCH=$karch CROSS_COMPILE=$cross LDFLAGS=-static \
         OUTPUT="$out/build" "$out/build/mmu_stress_test" >/dev/null 2>"$out/build.log" \
         || die "building mmu_stress_test failed: $(tail -5 "$out/build.log")"
     cp "$out/build/mmu_stress_test" "$bin"
