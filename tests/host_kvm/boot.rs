@@ -132,10 +132,22 @@ fn bad_boot_options_are_refused() {
         &["run", "--kernel", &kernel, "--text", "hi"],
         &["run", "--kernel", &kernel, "--port", "0x60"],
         &["run", "--kernel", &kernel, "--gpa", "0x1000"],
+        &["run", "hello", "--boot-marker", "READY"],
     ] {
         let (code, _, err) = granule(args);
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(err.contains("cannot be used with"), "{args:?}: {err}");
+    }
+    // A boot marker must be one line of sensible length.
+    let long_marker = "m".repeat(300);
+    for (marker, want) in [
+        ("", "the boot marker is empty"),
+        ("READY\nGO", "spans lines"),
+        (long_marker.as_str(), "300 bytes; at most 256"),
+    ] {
+        let (code, _, err) = granule(&["run", "--kernel", &kernel, "--boot-marker", marker]);
+        assert_eq!(code, 2, "{marker:?}: {err}");
+        assert!(err.contains(want), "{marker:?}: {err}");
     }
     // RAM that does not start at 0 cannot hold a Linux kernel.
     let (code, _, err) = granule(&["run", "--kernel", &kernel, "-m", "size=1G,gpa=0x40000000"]);

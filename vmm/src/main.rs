@@ -187,6 +187,7 @@ fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<u8> {
             decompress: args.kernel_decompress,
             cache: args.kernel_cache,
         },
+        boot_marker: args.boot_marker.clone(),
     };
     let summary = linux::boot(&kvm, &cfg).context("booting the kernel")?;
     if !args.quiet {

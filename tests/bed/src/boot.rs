@@ -65,6 +65,36 @@ pub fn assert_boot_timer_fired(c: &BootCase) {
         "phases out of order: {boot}"
     );
     assert!(at[4] > at[2], "boot timer after the vCPUs started: {boot}");
+    let p = &boot["phases"];
+    let init = p["kernel_until_init_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no kernel_until_init_ms in {boot}"));
+    assert!((init - (at[4] - at[3])).abs() < 0.01, "{boot}");
+}
+
+/// The case ran with `--boot-marker` on init's USERSPACE line: the line was timed
+/// after the boot timer, and the last phase spans the two.
+pub fn assert_boot_marker_timed(c: &BootCase) {
+    let boot = &c.json["boot"];
+    assert_eq!(
+        c.json["boot_marker"], "GRANULE-GUEST: USERSPACE",
+        "{}",
+        c.json
+    );
+    let (user, marker) = (boot["userspace_ms"].as_f64(), boot["marker_ms"].as_f64());
+    let (Some(user), Some(marker)) = (user, marker) else {
+        panic!("the marker line was not timed: {boot}");
+    };
+    assert!(
+        marker > user,
+        "init prints the line after the boot timer: {boot}"
+    );
+    let last = boot["phases"]["init_until_marker_ms"].as_f64();
+    assert!(
+        last.is_some_and(|ms| (ms - (marker - user)).abs() < 0.01),
+        "{boot}"
+    );
+    assert!(c.err.contains("boot phases (ms)"), "{}", c.err);
 }
 
 /// The kernel's warnings the guest's init picked out of dmesg (PCI, ACPI, device tree).

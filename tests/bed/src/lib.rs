@@ -12,7 +12,10 @@ mod manifest;
 mod qemu;
 mod stress;
 
-pub use boot::{assert_boot_timer_fired, boot_case, guest_facts, kernel_warnings, BootCase};
+pub use boot::{
+    assert_boot_marker_timed, assert_boot_timer_fired, boot_case, guest_facts, kernel_warnings,
+    BootCase,
+};
 pub use manifest::{bed_available, Manifest};
 pub use qemu::{Arch, Bed, BedError, BedRun, Case, TcgThreads};
 pub use stress::{logs_dir, stress_results};

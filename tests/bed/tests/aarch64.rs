@@ -4,7 +4,8 @@
 use std::sync::Mutex;
 
 use granule_bed::{
-    assert_boot_timer_fired, bed_available, boot_case, guest_facts, kernel_warnings, Arch, Bed,
+    assert_boot_marker_timed, assert_boot_timer_fired, bed_available, boot_case, guest_facts,
+    kernel_warnings, Arch, Bed,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -64,6 +65,7 @@ fn check_two_vcpus_and_stdin(run: &granule_bed::BedRun) {
     assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json);
     assert_eq!(c.json["format"], "image");
     assert_boot_timer_fired(&c);
+    assert_boot_marker_timed(&c);
     let warnings = kernel_warnings(&c.out);
     assert!(warnings.is_empty(), "{warnings:#?}");
 }

@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use clap::Parser;
 use granule_bed::{
-    assert_boot_timer_fired, bed_available, boot_case, guest_facts, kernel_warnings, Arch, Bed,
-    TcgThreads,
+    assert_boot_marker_timed, assert_boot_timer_fired, bed_available, boot_case, guest_facts,
+    kernel_warnings, Arch, Bed, TcgThreads,
 };
 
 /// One bed at a time: TCG wants the cores, and timings stay representative.
@@ -211,6 +211,7 @@ fn check_first_boot(run: &granule_bed::BedRun) {
     assert_eq!(d["cache"]["kind"], "stored", "{d}");
     assert!(c.err.contains("decompressed on the host"), "{}", c.err);
     assert_boot_timer_fired(&c);
+    assert_boot_marker_timed(&c);
     // `-m 256M` without backing=: THP in this bed (its THP mode is `always`), so most
     // of what the guest touched sits in 2 MiB leaves (with 4K it was none).
     let zone = &c.json["stage2"]["zones"][0];

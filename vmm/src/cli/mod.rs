@@ -201,7 +201,7 @@ pub struct RunArgs {
     /// The built-in program to run (default: hello); not with --kernel. (Listing the
     /// kernel-only options here too matters: clap drops a `requires = "kernel"` when
     /// something present conflicts with --kernel.)
-    #[arg(value_enum, conflicts_with_all = ["kernel", "initrd", "cmdline", "device", "kernel_decompress", "kernel_cache"])]
+    #[arg(value_enum, conflicts_with_all = ["kernel", "initrd", "cmdline", "device", "kernel_decompress", "kernel_cache", "boot_marker"])]
     pub program: Option<ProgramArg>,
     /// Boot this Linux kernel instead of a built-in program: a bzImage or ELF vmlinux
     /// on x86_64, an Image or Image.gz on arm64. Its console (ttyS0: COM1 on x86_64, a
@@ -236,6 +236,11 @@ pub struct RunArgs {
     /// [default: on].
     #[arg(long, value_enum, value_name = "ON_OFF", requires = "kernel")]
     pub kernel_cache: Option<crate::kernel_payload::choice::CacheSwitch>,
+    /// Console text that ends the boot as you count it (e.g. a service's "ready" line):
+    /// the first console line holding it is timed, and the boot's phases in the summary
+    /// and --json end there ("init until marker").
+    #[arg(long, value_name = "TEXT", requires = "kernel", value_parser = values::parse_boot_marker)]
+    pub boot_marker: Option<String>,
     /// Number of vCPUs (1 to KVM's maximum).
     #[arg(long, short = 'c', value_parser = values::parse_vcpus, default_value = "1", allow_hyphen_values = true)]
     pub cpus: usize,

@@ -91,6 +91,26 @@ pub fn parse_text(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// Longest `--boot-marker` text: well inside the console line the watcher keeps.
+pub const MAX_BOOT_MARKER: usize = 256;
+
+/// `--boot-marker`: non-empty text of one line, at most [`MAX_BOOT_MARKER`] bytes.
+pub fn parse_boot_marker(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("the boot marker is empty: give the text of a console line".into());
+    }
+    if s.contains(['\n', '\r']) {
+        return Err("the boot marker spans lines: give text from one console line".into());
+    }
+    if s.len() > MAX_BOOT_MARKER {
+        return Err(format!(
+            "the boot marker is {} bytes; at most {MAX_BOOT_MARKER}: shorten it",
+            s.len()
+        ));
+    }
+    Ok(s.to_string())
+}
+
 pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     let form = "expected a positive number of seconds, e.g. 30 or 2.5";
     let secs: f64 = s

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
@@ -29,12 +29,24 @@ const MAX_LINE: usize = 1024;
 /// signals. Text alone never ends the VM: any guest process can print it.
 pub type PanicSlot = Arc<Mutex<Option<(String, Instant)>>>;
 
+/// When the first console line holding the `--boot-marker` text ended: the end of the
+/// boot as the user defines it (a service's "ready" line, a login prompt).
+pub type MarkerSlot = Arc<OnceLock<Instant>>;
+
+/// The `--boot-marker` text and where its first sighting is recorded.
+pub struct BootMarker {
+    pub text: String,
+    pub seen: MarkerSlot,
+}
+
 /// Guest console output: queued for stdout (never blocking the vCPU, see
-/// [`super::output`]) and scanned line by line for a kernel panic line.
+/// [`super::output`]) and scanned line by line for a kernel panic line and the boot
+/// marker.
 pub struct ConsoleOut {
     out: OutputQueue,
     line: Vec<u8>,
     panic: PanicSlot,
+    marker: Option<BootMarker>,
 }
 
 impl ConsoleOut {
@@ -42,16 +54,22 @@ impl ConsoleOut {
         not(target_arch = "x86_64"),
         allow(dead_code, reason = "only the x86_64 backend builds a console so far")
     )]
-    pub fn new(out: OutputQueue, panic: PanicSlot) -> Self {
+    pub fn new(out: OutputQueue, panic: PanicSlot, marker: Option<BootMarker>) -> Self {
         Self {
             out,
             line: Vec::new(),
             panic,
+            marker,
         }
     }
 
     fn end_line(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
+        if let Some(m) = &self.marker {
+            if m.seen.get().is_none() && text.contains(m.text.as_str()) {
+                let _ = m.seen.set(Instant::now());
+            }
+        }
         if let Some(at) = text.find(PANIC_MARKER) {
             if let Ok(mut slot) = self.panic.lock() {
                 let reason = text[at..].trim_end().to_string();
@@ -252,7 +270,7 @@ mod tests {
         let slot = PanicSlot::default();
         let (_writer, queue) =
             crate::console::ConsoleWriter::spawn(Box::new(io::sink()), 1 << 20).unwrap();
-        (ConsoleOut::new(queue, slot.clone()), slot)
+        (ConsoleOut::new(queue, slot.clone(), None), slot)
     }
 
     #[test]
@@ -268,6 +286,25 @@ mod tests {
         }
         let (reason, _) = slot.lock().unwrap().clone().unwrap();
         assert_eq!(reason, "Kernel panic - not syncing: sysrq triggered crash");
+    }
+
+    #[test]
+    fn the_first_marker_line_is_timed_once() {
+        let seen = MarkerSlot::default();
+        let (_writer, queue) =
+            crate::console::ConsoleWriter::spawn(Box::new(io::sink()), 1 << 20).unwrap();
+        let marker = BootMarker {
+            text: "login:".into(),
+            seen: seen.clone(),
+        };
+        let mut out = ConsoleOut::new(queue, PanicSlot::default(), Some(marker));
+        out.write_all(b"Welcome\r\nhost log").unwrap();
+        out.write_all(b"in: ").unwrap();
+        assert!(seen.get().is_none(), "timed when the line ends, not before");
+        out.write_all(b"\r\n").unwrap();
+        let first = *seen.get().expect("the marker line was seen");
+        out.write_all(b"host login: \n").unwrap();
+        assert_eq!(seen.get(), Some(&first), "later lines change nothing");
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct LinuxConfig {
     pub process_start: Instant,
     /// `--kernel-decompress` and `--kernel-cache`, for a bzImage.
     pub kernel_options: crate::kernel_payload::choice::KernelOptions,
+    /// `--boot-marker`: console text that ends the boot as the user counts it.
+    pub boot_marker: Option<String>,
 }
 
 #[derive(Debug, Error)]

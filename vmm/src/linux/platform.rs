@@ -13,7 +13,7 @@ use granule_devices::serial::{EventFdTrigger, InputDrained};
 use granule_devices::{EventSink, PlatformEvent, SerialPort};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::console::{ConsoleOut, ConsoleSerial, PanicSlot};
+use super::console::{BootMarker, ConsoleOut, ConsoleSerial, MarkerSlot, PanicSlot};
 use super::BootError;
 use crate::console::OutputQueue;
 use crate::vm::Vm;
@@ -30,21 +30,34 @@ pub struct Platform {
     #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
     pub sink: EventSink,
     pub panic: PanicSlot,
+    /// When the console first showed the `--boot-marker` text (never set without one).
+    pub marker: MarkerSlot,
     pub pvpanic: Arc<PvPanic>,
     pub boot_timer: Arc<BootTimer>,
 }
 
 impl Platform {
     /// The devices for `vm`: the UART's interrupt on GSI `uart_gsi`, its output to
-    /// `out`, the boot timer waiting for `magic`. Every event that can end the run also
-    /// signals `wake`, so the main loop sleeps until something happens instead of
-    /// polling.
-    pub fn new(vm: &mut Vm, out: OutputQueue, uart_gsi: u32, magic: u8) -> Result<Self, BootError> {
+    /// `out` (watched for `marker`), the boot timer waiting for `magic`. Every event that
+    /// can end the run also signals `wake`, so the main loop sleeps until something
+    /// happens instead of polling.
+    pub fn new(
+        vm: &mut Vm,
+        out: OutputQueue,
+        uart_gsi: u32,
+        magic: u8,
+        marker: Option<String>,
+    ) -> Result<Self, BootError> {
         let wake = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(BootError::EventFd)?);
         vm.notify_exits(wake.clone());
         let (tx, events) = channel();
         let sink = EventSink::new(tx, Some(wake.clone()));
         let panic = PanicSlot::default();
+        let seen = MarkerSlot::default();
+        let marker_watch = marker.map(|text| BootMarker {
+            text,
+            seen: seen.clone(),
+        });
         let irq = EventFd::new(EFD_NONBLOCK).map_err(BootError::EventFd)?;
         vm.fd()
             .register_irqfd(&irq, uart_gsi)
@@ -57,7 +70,7 @@ impl Platform {
         let serial = Arc::new(SerialPort::with_interrupt(
             EventFdTrigger(irq),
             InputDrained(drained_dev),
-            ConsoleOut::new(out, panic.clone()),
+            ConsoleOut::new(out, panic.clone(), marker_watch),
         ));
         Ok(Self {
             serial,
@@ -68,6 +81,7 @@ impl Platform {
             pvpanic: Arc::new(PvPanic::new(sink.clone())),
             sink,
             panic,
+            marker: seen,
         })
     }
 }

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use granule_devices::PlatformEvent;
 
-use super::backend::{BootBackend, Prepared};
+use super::backend::{BootBackend, Prepared, SetupMarks};
 use super::console::{StdinPump, TerminalMode, WakeListener};
 use super::ending::EndJudge;
 use super::platform::Platform;
-use super::summary::{BootSummary, BootTimes, ConsoleLoss, End, LeafShare};
+use super::summary::{BootPhases, BootSummary, BootTimes, ConsoleLoss, End, LeafShare};
 use super::{BootError, LinuxConfig};
 use crate::console::with_console;
 use crate::kvm::KvmHandle;
@@ -64,6 +64,7 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
         wake,
         panic,
         pvpanic,
+        marker,
         ..
     } = platform;
     // Dropped on every return below: handlers restored, wake fd unpublished.
@@ -94,19 +95,15 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
         memory_bytes: cfg.zones.iter().map(|z| z.size).sum(),
         exit_code: end.exit_code(),
         end,
-        boot: BootTimes {
-            memory_mapped_ms: ms(marks
-                .memory_mapped
-                .saturating_duration_since(cfg.process_start)),
-            kernel_loaded_ms: ms(marks
-                .kernel_loaded
-                .saturating_duration_since(cfg.process_start)),
-            vcpus_started_ms: ms(vcpus_started),
-            first_kvm_run_ms: footprint.first_kvm_run_ms,
-            userspace_ms: judge
-                .userspace
-                .map(|at| ms(at.saturating_duration_since(cfg.process_start))),
-        },
+        boot: boot_times(
+            cfg,
+            &marks,
+            vcpus_started,
+            footprint.first_kvm_run_ms,
+            judge.userspace,
+            marker.get().copied(),
+        ),
+        boot_marker: cfg.boot_marker.clone(),
         stage2_share: stage2.observed.as_ref().map(LeafShare::from_counts),
         stage2,
         console: ConsoleLoss::default(),
@@ -115,6 +112,37 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
         exits: running.exit_counts(),
         decompression,
     })
+}
+
+/// The boot's marks in ms after granule's start, and the phases between them.
+fn boot_times(
+    cfg: &LinuxConfig,
+    marks: &SetupMarks,
+    vcpus_started: Duration,
+    first_kvm_run_ms: Option<f64>,
+    userspace: Option<Instant>,
+    marker: Option<Instant>,
+) -> BootTimes {
+    let after_start = |at: Instant| ms(at.saturating_duration_since(cfg.process_start));
+    let memory_mapped_ms = after_start(marks.memory_mapped);
+    let kernel_loaded_ms = after_start(marks.kernel_loaded);
+    let userspace_ms = userspace.map(after_start);
+    let marker_ms = marker.map(after_start);
+    BootTimes {
+        memory_mapped_ms,
+        kernel_loaded_ms,
+        vcpus_started_ms: ms(vcpus_started),
+        first_kvm_run_ms,
+        userspace_ms,
+        marker_ms,
+        phases: BootPhases::between(
+            memory_mapped_ms,
+            kernel_loaded_ms,
+            first_kvm_run_ms,
+            userspace_ms,
+            marker_ms,
+        ),
+    }
 }
 
 /// Each passed-through BAR's predicted leaves on this host.

@@ -67,6 +67,47 @@ pub struct BootTimes {
     pub first_kvm_run_ms: Option<f64>,
     /// The guest's init wrote the boot timer port; None if it never did.
     pub userspace_ms: Option<f64>,
+    /// The console first showed the `--boot-marker` text; None without one or if it
+    /// never came.
+    pub marker_ms: Option<f64>,
+    /// The boot by phase, in ms: each phase from the end of the one before.
+    pub phases: BootPhases,
+}
+
+/// The boot's phases, each from the end of the one before, in ms: where the time went.
+/// A phase is None when an end it needs never came.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BootPhases {
+    /// granule's start to guest RAM mapped (files checked, memory mapped).
+    pub vmm_setup_ms: f64,
+    /// Kernel, initramfs and boot data into guest memory.
+    pub kernel_load_ms: f64,
+    /// Devices, vCPU set-up and threads, to the first KVM_RUN.
+    pub until_first_instruction_ms: Option<f64>,
+    /// The kernel's own boot, until init writes the boot timer.
+    pub kernel_until_init_ms: Option<f64>,
+    /// init's work until the `--boot-marker` line.
+    pub init_until_marker_ms: Option<f64>,
+}
+
+impl BootPhases {
+    /// The phases between the marks (ms after granule's start).
+    pub fn between(
+        memory_mapped: f64,
+        kernel_loaded: f64,
+        first_kvm_run: Option<f64>,
+        userspace: Option<f64>,
+        marker: Option<f64>,
+    ) -> Self {
+        let span = |from: Option<f64>, to: Option<f64>| Some(to? - from?);
+        Self {
+            vmm_setup_ms: memory_mapped,
+            kernel_load_ms: kernel_loaded - memory_mapped,
+            until_first_instruction_ms: span(Some(kernel_loaded), first_kvm_run),
+            kernel_until_init_ms: span(first_kvm_run, userspace),
+            init_until_marker_ms: span(userspace, marker),
+        }
+    }
 }
 
 /// Guest RAM by the stage-2 leaf size KVM mapped it with.
@@ -105,6 +146,8 @@ pub struct BootSummary {
     pub format: KernelFormat,
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
+    /// `--boot-marker`, if given.
+    pub boot_marker: Option<String>,
     pub vcpus: usize,
     pub memory_bytes: u64,
     pub end: End,
@@ -127,6 +170,26 @@ pub struct BootSummary {
 
 pub use crate::console::ConsoleLoss;
 
+/// The phase breakdown line, and the marker line when a marker was asked for.
+fn render_phases(b: &BootTimes) -> String {
+    let p = &b.phases;
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |ms| format!("{ms:.1}"));
+    let mut out = format!(
+        "granule: boot phases (ms): VMM set-up {:.1}, kernel load {:.1}, to the first instruction {}, kernel until init {}, init until marker {}\n",
+        p.vmm_setup_ms,
+        p.kernel_load_ms,
+        opt(p.until_first_instruction_ms),
+        opt(p.kernel_until_init_ms),
+        opt(p.init_until_marker_ms)
+    );
+    if let Some(ms) = b.marker_ms {
+        out.push_str(&format!(
+            "granule: boot marker on the console {ms:.1} ms after granule started\n"
+        ));
+    }
+    out
+}
+
 /// The lines granule prints on stderr after the run.
 pub fn render(s: &BootSummary) -> String {
     let mut out = format!("granule: {}\n", s.end.describe());
@@ -135,6 +198,12 @@ pub fn render(s: &BootSummary) -> String {
             "granule: boot time: guest userspace {ms:.1} ms after granule started\n"
         )),
         None => out.push_str("granule: boot time: the guest never wrote the boot timer port\n"),
+    }
+    out.push_str(&render_phases(&s.boot));
+    if let (Some(text), None) = (&s.boot_marker, s.boot.marker_ms) {
+        out.push_str(&format!(
+            "granule: boot marker {text:?} never appeared on the console\n"
+        ));
     }
     if let Some(d) = &s.decompression {
         out.push_str(&format!("granule: {}\n", d.describe()));
@@ -216,6 +285,27 @@ fn render_passthrough(d: &crate::vfio::Passthrough) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phases_are_the_spans_between_the_marks() {
+        let p = BootPhases::between(2.0, 5.0, Some(9.0), Some(100.0), Some(130.0));
+        assert_eq!(
+            p,
+            BootPhases {
+                vmm_setup_ms: 2.0,
+                kernel_load_ms: 3.0,
+                until_first_instruction_ms: Some(4.0),
+                kernel_until_init_ms: Some(91.0),
+                init_until_marker_ms: Some(30.0),
+            }
+        );
+        let p = BootPhases::between(2.0, 5.0, Some(9.0), None, Some(130.0));
+        assert_eq!(
+            (p.kernel_until_init_ms, p.init_until_marker_ms),
+            (None, None),
+            "no boot timer write: neither span around it"
+        );
+    }
 
     #[test]
     fn exit_codes_follow_the_convention() {

@@ -116,7 +116,7 @@ pub fn prepare(
     }
     // After every vCPU, as KVM requires; the UART's irqfd needs the GIC's routes.
     vm.create_gic(&GIC, SPI_COUNT)?;
-    let devices = add_devices(&mut vm, out)?;
+    let devices = add_devices(&mut vm, out, cfg.boot_marker.clone())?;
     let tree = DeviceTree {
         cpus: mpidrs,
         memory: vm.ram().ranges().iter().map(|r| (r.gpa, r.size)).collect(),
@@ -161,8 +161,12 @@ fn rng_seed() -> [u8; 32] {
 
 /// The console UART, the boot timer and pvpanic on the MMIO bus. Power-off and reset
 /// come from PSCI through KVM as vCPU exits, so there is no power device.
-fn add_devices(vm: &mut Vm, out: OutputQueue) -> Result<Platform, BootError> {
-    let p = Platform::new(vm, out, UART_SPI, BOOT_TIMER_MAGIC)?;
+fn add_devices(
+    vm: &mut Vm,
+    out: OutputQueue,
+    marker: Option<String>,
+) -> Result<Platform, BootError> {
+    let p = Platform::new(vm, out, UART_SPI, BOOT_TIMER_MAGIC, marker)?;
     let mmio = vm.mmio();
     mmio.insert(UART.0, SERIAL_PORT_LEN, p.serial.clone())?;
     mmio.insert(BOOT_TIMER.0, 1, p.boot_timer.clone())?;

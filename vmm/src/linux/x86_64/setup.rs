@@ -90,7 +90,7 @@ pub fn prepare(
     kvm_step("KVM_CREATE_PIT2", vm.fd().create_pit2(pit))?;
     let loaded = load(&vm, inputs, apic_ids)?;
     let kernel_loaded = std::time::Instant::now();
-    let devices = add_devices(&mut vm, out)?;
+    let devices = add_devices(&mut vm, out, cfg.boot_marker.clone())?;
     let passthrough = crate::vfio::attach_all(&vm, &cfg.devices)?;
     let supported = kvm_step(
         "KVM_GET_SUPPORTED_CPUID",
@@ -194,8 +194,12 @@ fn pci_windows(ram: &[granule_arch::RamRange]) -> PciWindows {
 
 /// The console UART on COM1, ACPI power, the i8042 reset line, the boot timer and
 /// pvpanic.
-fn add_devices(vm: &mut Vm, out: OutputQueue) -> Result<Platform, BootError> {
-    let p = Platform::new(vm, out, COM1_IRQ, ports::BOOT_TIMER_MAGIC)?;
+fn add_devices(
+    vm: &mut Vm,
+    out: OutputQueue,
+    marker: Option<String>,
+) -> Result<Platform, BootError> {
+    let p = Platform::new(vm, out, COM1_IRQ, ports::BOOT_TIMER_MAGIC, marker)?;
     let pio = vm.pio();
     pio.insert(u64::from(COM1_PORT), SERIAL_PORT_LEN, p.serial.clone())?;
     pio.insert(
