@@ -117,6 +117,12 @@ mod imp {
     pub fn guest_fwb(_fd: &VcpuFd) -> Option<bool> {
         None
     }
+
+    /// Nothing to add once the vCPUs exist. Upstream's x86 VMs have an in-kernel
+    /// irqchip; granule's does not, and is not slower for it on x86 (README).
+    pub fn finish_vm(_vm: &mut crate::vm::Vm) -> Result<(), crate::vm::VmError> {
+        Ok(())
+    }
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -195,6 +201,22 @@ mod imp {
     /// arm64 has no equivalent of x86's CR0.WP toggle (upstream skips it too).
     pub fn reset_mmu(_fd: &VcpuFd) -> io::Result<()> {
         Ok(())
+    }
+
+    /// Where the stress VM's GICv3 sits: in the MMIO hole, above the report page and the
+    /// console, the redistributors (128 KiB per vCPU) after the distributor.
+    const GIC_DIST: u64 = 0xc100_0000;
+    const GIC_REDIST: u64 = 0xc200_0000;
+    /// Upstream's `__vgic_v3_setup(vm, nr_vcpus, 64)`: 64 interrupts, 32 of them SPIs.
+    const GIC_SPIS: u32 = 32;
+
+    /// A GICv3 without an ITS, as every upstream arm64 selftest VM has (the selftest
+    /// library creates one by default). With no in-kernel irqchip KVM takes its
+    /// userspace-irqchip paths on every guest entry and exit (the timer's and the PMU's
+    /// state synced to userspace), a per-exit cost upstream's VM does not pay, and
+    /// stress is almost all exits.
+    pub fn finish_vm(vm: &mut crate::vm::Vm) -> Result<(), crate::vm::VmError> {
+        vm.create_gic_v3(GIC_DIST, GIC_REDIST, GIC_SPIS, None)
     }
 
     /// FEAT_FWB as this vCPU sees ID_AA64MMFR2_EL1.

@@ -170,6 +170,7 @@ fn build_vm(
             guest_fwb = arch::guest_fwb(fd);
         }
     }
+    arch::finish_vm(&mut vm).map_err(|e| StressError::Setup(e.to_string()))?;
     Ok(Built {
         vm,
         image,

@@ -49,6 +49,19 @@ impl Vm {
     /// Creates and initialises the GICv3 (with `spis` shared interrupts) and its ITS at
     /// `layout`'s addresses; after every vCPU, as KVM requires.
     pub fn create_gic(&mut self, layout: &GicLayout, spis: u32) -> Result<(), VmError> {
+        self.create_gic_v3(layout.dist.0, layout.redist.0, spis, Some(layout.its.0))
+    }
+
+    /// Creates and initialises a GICv3 with its distributor at `dist`, redistributors
+    /// from `redist`, `spis` shared interrupts and, if given, an ITS at `its`; after
+    /// every vCPU, as KVM requires.
+    pub fn create_gic_v3(
+        &mut self,
+        dist: u64,
+        redist: u64,
+        spis: u32,
+        its: Option<u64>,
+    ) -> Result<(), VmError> {
         if self.vcpus.is_empty() {
             return Err(VmError::BeforeVcpus {
                 what: "creating the GIC",
@@ -59,7 +72,6 @@ impl Vm {
             kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3,
             "KVM_CREATE_DEVICE (GICv3)",
         )?;
-        let (dist, redist) = (layout.dist.0, layout.redist.0);
         set(
             &gic,
             KVM_DEV_ARM_VGIC_GRP_ADDR,
@@ -82,26 +94,28 @@ impl Vm {
             &irqs,
             "setting the GIC interrupt count",
         )?;
-        let its = create(
-            &self.fd,
-            kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS,
-            "KVM_CREATE_DEVICE (GIC ITS)",
-        )?;
-        set(
-            &its,
-            KVM_DEV_ARM_VGIC_GRP_ADDR,
-            KVM_VGIC_ITS_ADDR_TYPE,
-            &layout.its.0,
-            "setting the GIC ITS address",
-        )?;
         let none = 0u64;
-        set(
-            &its,
-            KVM_DEV_ARM_VGIC_GRP_CTRL,
-            KVM_DEV_ARM_VGIC_CTRL_INIT,
-            &none,
-            "initialising the GIC ITS",
-        )?;
+        if let Some(at) = its {
+            let its = create(
+                &self.fd,
+                kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS,
+                "KVM_CREATE_DEVICE (GIC ITS)",
+            )?;
+            set(
+                &its,
+                KVM_DEV_ARM_VGIC_GRP_ADDR,
+                KVM_VGIC_ITS_ADDR_TYPE,
+                &at,
+                "setting the GIC ITS address",
+            )?;
+            set(
+                &its,
+                KVM_DEV_ARM_VGIC_GRP_CTRL,
+                KVM_DEV_ARM_VGIC_CTRL_INIT,
+                &none,
+                "initialising the GIC ITS",
+            )?;
+        }
         set(
             &gic,
             KVM_DEV_ARM_VGIC_GRP_CTRL,
