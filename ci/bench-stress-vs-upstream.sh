@@ -5,7 +5,8 @@
 # selftest is built from Debian's kernel source for the bed's arch. Prints each phase's
 # median for both and the ratio granule/upstream. A measurement, not a test.
 # Extra arguments make each round also run granule stress with them (e.g. --guest-page
-# 4K on arm64), reported as granule_alt.
+# 4K on arm64), reported as granule_alt. STRESS_BOTH_ARGS (e.g. -H) go to both tools;
+# with -H the bed reserves 600 2 MiB hugetlb pages.
 # Usage: ci/bench-stress-vs-upstream.sh [ROUNDS] [x86_64|aarch64] [GRANULE-STRESS-ARGS...]
 #        (defaults 3, x86_64)
 set -euo pipefail
@@ -26,8 +27,10 @@ mkdir -p "$stage/tests"; cp "$upstream" "$stage/tests/mmu_stress_test"
 (cd "$stage" && find tests | cpio -o -H newc --quiet | gzip -1) | cat "${!base}" - > "$img"
 # A round takes up to 15 minutes in the arm64 bed (20 with the extra variant).
 per=$(( $# > 0 ? 1500 : 900 ))
-ci/bed-run.sh "$arch" "$img" stress-vs-upstream $((rounds * per + 120)) 4G \
-    "granule.rounds=$rounds" ${*:+"granule.stress_args=$(IFS=,; echo "$*")"}
+both=${STRESS_BOTH_ARGS:-}
+pool=""; case " $both " in *" -H "*) pool="hugepagesz=2M hugepages=600" ;; esac
+ci/bed-run.sh "$arch" "$img" stress-vs-upstream $((rounds * per + 120)) 4G $pool \
+    "granule.rounds=$rounds" ${both:+"granule.both_args=${both// /,}"} ${*:+"granule.stress_args=$(IFS=,; echo "$*")"}
 log=target/bed-logs/$arch-stress-vs-upstream.log
 python3 - "$log" <<'PY'
 import re, statistics, sys
