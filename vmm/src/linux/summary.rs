@@ -75,7 +75,8 @@ pub struct BootTimes {
 }
 
 /// The boot's phases, each from the end of the one before, in ms: where the time went.
-/// A phase is None when an end it needs never came.
+/// A phase is None when an end it needs never came, or came before its start (a
+/// `--boot-marker` line the kernel printed before init).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct BootPhases {
     /// granule's start to guest RAM mapped (files checked, memory mapped).
@@ -99,7 +100,7 @@ impl BootPhases {
         userspace: Option<f64>,
         marker: Option<f64>,
     ) -> Self {
-        let span = |from: Option<f64>, to: Option<f64>| Some(to? - from?);
+        let span = |from: Option<f64>, to: Option<f64>| Some(to? - from?).filter(|d| *d >= 0.0);
         Self {
             vmm_setup_ms: memory_mapped,
             kernel_load_ms: kernel_loaded - memory_mapped,
@@ -304,6 +305,12 @@ mod tests {
             (p.kernel_until_init_ms, p.init_until_marker_ms),
             (None, None),
             "no boot timer write: neither span around it"
+        );
+        let p = BootPhases::between(2.0, 5.0, Some(9.0), Some(100.0), Some(50.0));
+        assert_eq!(
+            (p.kernel_until_init_ms, p.init_until_marker_ms),
+            (Some(91.0), None),
+            "a marker line from the kernel's log, before init"
         );
     }
 

@@ -211,10 +211,9 @@ mod imp {
     const GIC_SPIS: u32 = 32;
 
     /// A GICv3 without an ITS, as every upstream arm64 selftest VM has (the selftest
-    /// library creates one by default). With no in-kernel irqchip KVM takes its
-    /// userspace-irqchip paths on every guest entry and exit (the timer's and the PMU's
-    /// state synced to userspace), a per-exit cost upstream's VM does not pay, and
-    /// stress is almost all exits.
+    /// library creates one by default), so KVM runs the VM configuration upstream
+    /// measures: without an in-kernel irqchip KVM takes its userspace-irqchip paths
+    /// (timer and PMU state synced for userspace) around every run of the vCPU.
     pub fn finish_vm(vm: &mut crate::vm::Vm) -> Result<(), crate::vm::VmError> {
         vm.create_gic_v3(GIC_DIST, GIC_REDIST, GIC_SPIS, None)
     }
