@@ -30,7 +30,8 @@ const MAX_LINE: usize = 1024;
 pub type PanicSlot = Arc<Mutex<Option<(String, Instant)>>>;
 
 /// When the first console line holding the `--boot-marker` text ended: the end of the
-/// boot as the user defines it (a service's "ready" line, a login prompt).
+/// boot as the user defines it (a service's "ready" line). Only whole lines count, so a
+/// prompt that waits on its own line without a newline is never seen.
 pub type MarkerSlot = Arc<OnceLock<Instant>>;
 
 /// The `--boot-marker` text and where its first sighting is recorded.
