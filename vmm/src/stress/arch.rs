@@ -6,6 +6,8 @@ use std::io;
 use granule_arch::{GuestImage, Program, RamRange};
 use kvm_ioctls::{VcpuFd, VmFd};
 
+use super::config;
+use super::run::StressError;
 use crate::kvm::KvmHandle;
 
 fn os(e: kvm_ioctls::Error) -> io::Error {
@@ -22,32 +24,31 @@ mod imp {
 
     pub struct Setup {
         supported: CpuId,
-        /// The guest's stage-1 page size (the largest offered unless asked otherwise).
+        /// The guest's stage-1 page size: the one asked for, else the largest offered.
         pub guest_page: u64,
-        /// The page sizes the guest's tables can use, ascending.
-        pub offered_pages: Vec<u64>,
         pub phys_bits: u32,
         pub sync_regs: bool,
     }
 
-    pub fn setup(kvm: &KvmHandle) -> io::Result<Setup> {
+    /// What the vCPUs need, the guest page size `requested` (None: the default)
+    /// checked against what the guest CPU offers.
+    pub fn setup(kvm: &KvmHandle, requested: Option<u64>) -> Result<Setup, StressError> {
         let supported = kvm
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(os)?;
+            .map_err(|e| StressError::Setup(format!("vCPU set-up: {}", os(e))))?;
         let phys_bits = supported
             .as_slice()
             .iter()
             .find(|e| e.function == 0x8000_0008)
             .map_or(36, |e| e.eax & 0xff);
         let largest = setup_x86_64::guest_page_size(&supported);
-        let offered_pages = [PAGE_2M, PAGE_1G]
+        let offered: Vec<u64> = [PAGE_2M, PAGE_1G]
             .into_iter()
             .filter(|&p| p <= largest)
             .collect();
         Ok(Setup {
-            guest_page: largest,
-            offered_pages,
+            guest_page: config::guest_page(requested, &offered)?,
             phys_bits,
             sync_regs: kvm.kvm.check_extension(kvm_ioctls::Cap::SyncRegs),
             supported,
@@ -133,19 +134,18 @@ mod imp {
     use granule_arch::aarch64::{programs, regs};
 
     pub struct Setup {
-        /// The guest's stage-1 page size (1 GiB blocks unless asked otherwise).
+        /// The guest's stage-1 page size: the one asked for, else 1 GiB blocks.
         pub guest_page: u64,
-        /// The page sizes the guest's tables can use, ascending.
-        pub offered_pages: Vec<u64>,
         pub phys_bits: u32,
     }
 
-    pub fn setup(kvm: &KvmHandle) -> io::Result<Setup> {
+    /// What the vCPUs need, the guest page size `requested` (None: the default)
+    /// checked against the sizes the tables can use.
+    pub fn setup(kvm: &KvmHandle, requested: Option<u64>) -> Result<Setup, StressError> {
         // VMs get KVM's default 40-bit IPA space (granule creates them with type 0).
         let _ = kvm;
         Ok(Setup {
-            guest_page: GIB,
-            offered_pages: vec![PAGE, PAGE_2M, GIB],
+            guest_page: config::guest_page(requested, &[PAGE, PAGE_2M, GIB])?,
             phys_bits: 40,
         })
     }

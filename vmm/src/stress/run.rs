@@ -332,10 +332,7 @@ fn delete_even_slots(vm: &Vm, first_slot: u32, slots: u64) -> Result<(), StressE
 
 /// Runs the benchmark once in a fresh VM.
 pub fn run(kvm: &KvmHandle, c: &StressConfig) -> Result<(RunResult, ConfigInfo), StressError> {
-    let mut setup =
-        arch::setup(kvm).map_err(|e| StressError::Setup(format!("vCPU set-up: {e}")))?;
-    setup.guest_page = config::guest_page(c.guest_page, &setup.offered_pages)?;
-    let setup = Arc::new(setup);
+    let setup = Arc::new(arch::setup(kvm, c.guest_page)?);
     let g = geometry(kvm, c, &setup)?;
     let backend = crate::probe::Backend::detect().kind;
     let chunk = prefaulted_chunk(c, &g)?;
