@@ -148,6 +148,18 @@ fn unclaimed_mmio_is_logged_once_and_reads_all_ones() {
     );
 }
 
+/// RUST_LOG is read before anything runs: a filter granule cannot apply is exit 2
+/// naming it, not a silent fall-back to the default.
+#[test]
+fn a_bad_rust_log_is_a_usage_error_naming_it() {
+    for bad in ["granule_vmm=loud", "granule_vmm[run]=debug"] {
+        let (code, out, err) = common::granule_logging(&["run", "hello"], bad);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains(&format!("RUST_LOG={bad:?}")), "{err}");
+        assert!(out.is_empty(), "the guest ran: {out}");
+    }
+}
+
 #[test]
 fn timeout_exits_5() {
     if !common::kvm_available("cli_timeout_exits_5") {

@@ -9,6 +9,7 @@ pub mod footprint;
 pub mod kernel_payload;
 pub mod kvm;
 pub mod linux;
+pub mod log_filter;
 pub mod memory;
 pub mod observe;
 pub mod plan_command;

@@ -12,20 +12,24 @@ use granule_vmm::programs::{self, RunConfig, RunSummary, Verdict};
 use granule_vmm::signals::InterruptScope;
 use granule_vmm::user_io::{output::OutputFile, stdout};
 use granule_vmm::{plan_command, probe, units};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> ExitCode {
     // The boot timer measures guest boot from here.
     let process_start = std::time::Instant::now();
     granule_vmm::footprint::mark_process_start(process_start);
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // vfio-ioctls warns about IRQ indexes a device does not have.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("warn,vfio_ioctls::vfio_device=error")
-                }),
-        )
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = match granule_vmm::log_filter::from_env_value(rust_log.as_deref()) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("granule: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
         .init();
     let cli = Cli::parse();
     // From here to the end of a run or stress command, SIGINT/SIGTERM ask granule to
