@@ -6,7 +6,7 @@
 # KVM_RUN. Both come from the run's --json (`footprint`). A measurement, not a test: it
 # prints a table and exits 0 unless granule fails.
 #
-# Usage: [PROFILE=release-lto] ci/bench-footprint.sh [ROUNDS]      (default 5, release)
+# Usage: [PROFILE=<cargo profile>] ci/bench-footprint.sh [ROUNDS]   (default 5, release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
