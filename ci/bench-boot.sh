@@ -4,7 +4,10 @@
 # initramfs and command line (the console's name aside on arm64), alternated ROUNDS
 # times. Prints each run, both medians and the ratio granule/QEMU.
 # A measurement, not a test (goal: ratio <= 0.5).
-# Usage: ci/bench-boot.sh [ROUNDS] [VCPUS] [x86_64|aarch64]    (defaults 5, 1, x86_64)
+# With BOOT_DMESG=1, one more boot of each VMM prints the guest kernel's log with its
+# timestamps, kept as target/bed-logs/ARCH-boot-dmesg-{granule,qemu}.txt (ROUNDS may
+# then be 0).
+# Usage: [BOOT_DMESG=1] ci/bench-boot.sh [ROUNDS] [VCPUS] [x86_64|aarch64]    (defaults 5, 1, x86_64)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5} cpus=${2:-1} arch=${3:-x86_64}
@@ -22,9 +25,15 @@ img=.cache/bed/$arch-bench-boot.cpio.gz
 resources/qemu-payload.sh $deb .cache/bed/qemu-payload-$deb.cpio.gz
 cat "$boot" .cache/bed/qemu-payload-$deb.cpio.gz > "$img"
 # Each boot may take up to 120 s (arm64 and 2-vCPU x86 boots take 15-40 s here).
-ci/bed-run.sh "$arch" "$img" bench-boot $((rounds * 400 + 120)) 3G \
-    "granule.rounds=$rounds granule.boot_cpus=$cpus granule.boot_timeout=120"
+ci/bed-run.sh "$arch" "$img" bench-boot $((rounds * 400 + 120 + ${BOOT_DMESG:-0} * 400)) 3G \
+    "granule.rounds=$rounds granule.boot_cpus=$cpus granule.boot_timeout=120 granule.boot_dmesg=${BOOT_DMESG:-0}"
 log=target/bed-logs/$arch-bench-boot.log
+if [ "${BOOT_DMESG:-0}" = 1 ]; then
+    for vmm in granule qemu; do
+        sed -n "s/^GRANULE-BED: DMESG $vmm //p" "$log" > "target/bed-logs/$arch-boot-dmesg-$vmm.txt"
+    done
+fi
+[ "$rounds" -gt 0 ] || exit 0
 python3 - "$log" "$cpus" "$bed" <<'PY'
 import re, statistics, sys
 runs = {"granule": [], "qemu": [], "granule-first": [], "granule-guest": [], "granule-elf": []}
@@ -44,6 +53,16 @@ if not ok["granule"] or not ok["qemu"]:
     sys.exit("no successful runs to compare")
 g, q = statistics.median(ok["granule"]), statistics.median(ok["qemu"])
 fails = {k: sum(v == "FAIL" for v in vals) for k, vals in runs.items()}
+phases = {}
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"GRANULE-BED: PHASES (\S+) (.*)", line.strip())
+    if m:
+        for k, v in re.findall(r'"(\w+)_ms":([0-9.]+)', m.group(2)):
+            phases.setdefault(m.group(1), {}).setdefault(k, []).append(float(v))
+if phases:
+    print("granule's boot phases (--json boot.phases), medians, ms:")
+    for vmm, ps in phases.items():
+        print(f"  {vmm:<14} " + ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in ps.items()))
 print(f"median   granule {g:.0f} ms   qemu {q:.0f} ms   ratio granule/qemu {g / q:.2f}   (failed runs: {fails})")
 labels = {
     "granule-first": "granule, bzImage decompressed on the host, empty cache",
