@@ -6,7 +6,10 @@
 # median for both and the ratio granule/upstream. A measurement, not a test.
 # Extra arguments make each round also run granule stress with them (e.g. --guest-page
 # 4K on arm64), reported as granule_alt. STRESS_BOTH_ARGS (e.g. -H) go to both tools;
-# with -H the bed reserves 600 2 MiB hugetlb pages.
+# with -H the bed reserves 600 2 MiB hugetlb pages. STRESS_PROFILE (kernel function
+# names, space-separated) has ftrace's function profiler count those functions' calls
+# and time in the bed over each tool's run; calls and the mean time per call are printed
+# per tool.
 # Usage: ci/bench-stress-vs-upstream.sh [ROUNDS] [x86_64|aarch64] [GRANULE-STRESS-ARGS...]
 #        (defaults 3, x86_64)
 set -euo pipefail
@@ -30,7 +33,8 @@ per=$(( $# > 0 ? 1500 : 900 ))
 both=${STRESS_BOTH_ARGS:-}
 pool=""; case " $both " in *" -H "*) pool="hugepagesz=2M hugepages=600" ;; esac
 ci/bed-run.sh "$arch" "$img" stress-vs-upstream $((rounds * per + 120)) 4G $pool \
-    "granule.rounds=$rounds" ${both:+"granule.both_args=${both// /,}"} ${*:+"granule.stress_args=$(IFS=,; echo "$*")"}
+    "granule.rounds=$rounds" ${both:+"granule.both_args=${both// /,}"} ${*:+"granule.stress_args=$(IFS=,; echo "$*")"} \
+    ${STRESS_PROFILE:+"granule.profile=${STRESS_PROFILE// /,}"}
 log=target/bed-logs/$arch-stress-vs-upstream.log
 python3 - "$log" <<'PY'
 import re, statistics, sys
@@ -56,6 +60,18 @@ for p in ["run1", "reset", "run2", "ro", "rw"]:
             g = statistics.median(r[p] for r in runs[t])
             row += f" {g:12.6f} {g / u if u else float('nan'):6.2f}"
     print(row + f" {u:12.6f}")
+prof = {}
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"GRANULE-BED: PROFILE (\w+) \d+ (\S+) (\d+) ([0-9.]+)", line.strip())
+    if m:
+        acc = prof.setdefault((m.group(1), m.group(2)), [0, 0.0])
+        acc[0] += int(m.group(3)); acc[1] += float(m.group(4))
+if prof:
+    print("ftrace function profile, all rounds and CPUs: calls, and us per call (children and sleep included)")
+    for f in sorted({f for _, f in prof}):
+        print(f"  {f:<34}" + "".join(
+            f" {t} {prof[(t, f)][0]:>9} {prof[(t, f)][1] / max(prof[(t, f)][0], 1):9.2f}"
+            if (t, f) in prof else f" {t} {'-':>9} {'-':>9}" for t in tools))
 if all(kvm[t] for t in tools):
     print("KVM debugfs totals over a whole run (sampled every 0.5 s; medians):")
     for k in kvm["upstream"][0]:
