@@ -149,6 +149,7 @@ fn the_cache_serves_the_next_boot_and_replaces_a_damaged_entry() {
     let entries: Vec<_> = std::fs::read_dir(&entries_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "vmlinux"))
         .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
     let (_, err, d) = boot(&dir, &kernel, &cache, &[]);
@@ -176,6 +177,44 @@ fn the_cache_serves_the_next_boot_and_replaces_a_damaged_entry() {
     let (_, err, d) = boot(&dir, &kernel, &cache, &[]);
     assert_eq!(d["cache"]["kind"], "stored", "{d} {err}");
     assert_eq!(d["compression"], "gzip", "{d}");
+}
+
+/// A bzImage hashed once, then unchanged, is not hashed again (its hash is stamped
+/// with the file's version); the same bytes rewritten, its modification time put
+/// back, are a new version: hashed again, never served the old entry by its stamp.
+#[test]
+fn an_unchanged_bzimage_is_recognised_by_its_stamp_and_a_rewritten_one_is_not() {
+    if !common::kvm_available("kernel_decompress_stamp") {
+        return;
+    }
+    let dir = Scratch::new("decompress-stamp");
+    let cache = dir.file("xdg");
+    let kernel = dir.file("bzImage");
+    // Two bzImages of one size (zero padding after the payload is allowed).
+    let mut image = bzimage(&fixture("vmlinux.xz"));
+    let mut other = bzimage(&fixture("vmlinux.gz"));
+    let size = image.len().max(other.len());
+    image.resize(size, 0);
+    other.resize(size, 0);
+    std::fs::write(&kernel, &image).unwrap();
+    // Hashed only once the file has been unchanged for a second (see the stamp rules).
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let (_, err, d) = boot(&dir, &kernel, &cache, &[]);
+    assert_eq!(d["cache"]["kind"], "stored", "{d} {err}");
+    let sources = std::path::Path::new(&cache).join("granule/kernels/sources");
+    assert_eq!(std::fs::read_dir(&sources).unwrap().count(), 1);
+    let (_, err, d) = boot(&dir, &kernel, &cache, &[]);
+    assert_eq!(d["cache"]["kind"], "hit", "{d} {err}");
+    assert_eq!(d["vmlinux_bytes"], VMLINUX_BYTES);
+    // Same size, other bytes, the old modification time restored: only the change
+    // time tells, and it must.
+    let mtime = std::fs::metadata(&kernel).unwrap().modified().unwrap();
+    std::fs::write(&kernel, &other).unwrap();
+    let f = std::fs::File::options().write(true).open(&kernel).unwrap();
+    f.set_modified(mtime).unwrap();
+    let (_, err, d) = boot(&dir, &kernel, &cache, &[]);
+    assert_eq!(d["compression"], "gzip", "{d} {err}");
+    assert_eq!(d["cache"]["kind"], "stored", "{d} {err}");
 }
 
 #[test]

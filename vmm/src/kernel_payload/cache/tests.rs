@@ -106,8 +106,11 @@ fn the_least_recently_used_entries_go_to_keep_the_bound() {
     let old = SystemTime::now() - Duration::from_secs(1000);
     for (i, k) in keys.iter().take(3).enumerate() {
         c.put(k, &data(10_000, i as u8)).unwrap();
-        let f = File::options().write(true).open(entry_path(&c, k)).unwrap();
-        f.set_modified(old + Duration::from_secs(i as u64)).unwrap();
+        // An entry's last use is the later of its own and its stamp's times.
+        for p in [entry_path(&c, k), d.0.join(k.checked_name())] {
+            let f = File::options().write(true).open(p).unwrap();
+            f.set_modified(old + Duration::from_secs(i as u64)).unwrap();
+        }
     }
     // Using the first makes the second the least recently used.
     assert!(c.get(&keys[0]).unwrap().is_some());
@@ -156,8 +159,86 @@ fn concurrent_writers_and_readers_see_a_whole_entry_or_none() {
             });
         }
     });
-    let left: Vec<_> = fs::read_dir(&d.0).unwrap().collect();
-    assert_eq!(left.len(), 1, "only the entry, no temporary files");
+    let mut left: Vec<String> = fs::read_dir(&d.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let entry = key.file_name();
+    assert_eq!(
+        left,
+        [entry.clone(), format!("{entry}.checked")],
+        "only the entry and its stamp, no temporary files"
+    );
+}
+
+#[test]
+fn a_stamped_entry_is_used_without_rereading_and_a_rewritten_one_is_checked() {
+    let d = TempDir::new("stamped");
+    let c = KernelCache::new(d.0.clone(), 1 << 20);
+    let key = Key::of(b"s");
+    let v = data(50_000, 7);
+    c.put(&key, &v).unwrap();
+    let stamp = d.0.join(key.checked_name());
+    assert!(stamp.exists(), "stamped when written");
+    // The stamp's checksum is what a hit compares the trailer with: a stamp for this
+    // version with another checksum sends it to the full check, which passes.
+    let m = fs::metadata(entry_path(&c, &key)).unwrap();
+    stamp::remember(&stamp, &Version::of(&m), &[0u8; 16]).unwrap();
+    assert_eq!(contents(c.get(&key).unwrap().unwrap()), v);
+    // Rewritten in place (a new change time): a new version, checked whole, found
+    // damaged, removed with its stamp.
+    let mut b = fs::read(entry_path(&c, &key)).unwrap();
+    b[1000] ^= 0x40;
+    fs::write(entry_path(&c, &key), b).unwrap();
+    assert!(matches!(c.get(&key), Err(CacheError::Damaged { .. })));
+    assert!(!stamp.exists());
+}
+
+#[test]
+fn a_bzimage_hash_is_recalled_for_the_same_settled_file_version_only() {
+    let d = TempDir::new("sources");
+    let c = KernelCache::new(d.0.join("kernels"), 1 << 20);
+    let bz = d.0.join("bzImage");
+    fs::create_dir_all(&d.0).unwrap();
+    fs::write(&bz, b"bzImage bytes").unwrap();
+    let version = |p: &Path| Version::of(&fs::metadata(p).unwrap());
+    let key = Key::of(b"bzImage bytes");
+    // Hashed in the same second it was written: not trusted (a write in the same
+    // clock tick would not move the change time).
+    c.note_key(&version(&bz), &key);
+    assert_eq!(c.known_key(&version(&bz)), None);
+    std::thread::sleep(SOURCE_SETTLED + Duration::from_millis(100));
+    c.note_key(&version(&bz), &key);
+    assert_eq!(c.known_key(&version(&bz)), Some(key));
+    // Any change (here the mode, which moves the change time) is a new version.
+    let mut perm = fs::metadata(&bz).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o600);
+    fs::set_permissions(&bz, perm).unwrap();
+    assert_eq!(c.known_key(&version(&bz)), None);
+}
+
+#[test]
+fn stamps_go_with_their_entries_and_only_the_newest_sources_are_kept() {
+    let d = TempDir::new("stamps-evict");
+    let c = KernelCache::new(d.0.clone(), 2 * (10_000 + TRAILER_LEN as u64));
+    let keys: Vec<Key> = (0..3u8).map(|i| Key::of(&[b's', i])).collect();
+    for (i, k) in keys.iter().enumerate() {
+        c.put(k, &data(10_000, i as u8)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The first was evicted with its stamp; an orphan stamp is removed too.
+    assert!(!entry_path(&c, &keys[0]).exists());
+    assert!(!d.0.join(keys[0].checked_name()).exists());
+    fs::write(d.0.join(Key::of(b"gone").checked_name()), b"x").unwrap();
+    let sources = d.0.join(SOURCES);
+    fs::create_dir_all(&sources).unwrap();
+    for i in 0..MAX_SOURCES + 5 {
+        fs::write(sources.join(format!("{i}")), b"x").unwrap();
+    }
+    c.put(&keys[0], &data(10_000, 0)).unwrap();
+    assert!(!d.0.join(Key::of(b"gone").checked_name()).exists());
+    assert_eq!(fs::read_dir(&sources).unwrap().count(), MAX_SOURCES);
 }
 
 #[test]

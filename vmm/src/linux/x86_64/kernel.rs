@@ -17,8 +17,9 @@ use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{ByteValued, GuestAddress};
 
-use super::unpack::{unpack, CacheSetting, Unpack, Vmlinux};
-use crate::kernel_payload::cache::KernelCache;
+use super::unpack::{unpack, unpack_known, CacheSetting, Unpack, Vmlinux};
+use crate::kernel_payload::cache::stamp::Version;
+use crate::kernel_payload::cache::{KernelCache, Key};
 use crate::kernel_payload::choice::{DecompressMode, Decompression, KernelOptions};
 use crate::linux::files::{open_file, read_head, KernelFormat};
 use crate::linux::BootError;
@@ -151,7 +152,6 @@ impl KernelImage {
             return Ok(());
         }
         let path = &self.path;
-        let image = read_all(path, &self.file, self.len)?;
         let cache = match (opts.cache_on(), KernelCache::default_dir()) {
             (false, _) => CacheSetting::Off,
             (true, Some(d)) => {
@@ -161,10 +161,7 @@ impl KernelImage {
                 "neither XDG_CACHE_HOME nor HOME is an absolute path".into(),
             ),
         };
-        let unpacked = unpack(&image, &info, &cache).map_err(|error| BootError::Payload {
-            path: path.clone(),
-            error,
-        })?;
+        let unpacked = self.unpack_through(&info, &cache)?;
         let record = match unpacked {
             Unpack::Direct(u) => {
                 self.kind = ImageKind::Unpacked {
@@ -184,6 +181,40 @@ impl KernelImage {
         };
         self.decompression = Some(record);
         Ok(())
+    }
+
+    /// The bzImage's kernel decompressed, or from the cache. A bzImage hashed before
+    /// and unchanged since has its SHA-256 on record: a cache hit then reads none of it.
+    fn unpack_through(
+        &self,
+        info: &BzImageInfo,
+        cache: &CacheSetting,
+    ) -> Result<Unpack, BootError> {
+        let version = self.file.metadata().ok().map(|m| Version::of(&m));
+        let known = cache.cache().zip(version.as_ref()).and_then(|(c, v)| {
+            let key = c.known_key(v)?;
+            Some((key, unpack_known(&self.file, self.len, info, c, &key)))
+        });
+        let key = match known {
+            Some((_, Some(u))) => return Ok(Unpack::Direct(u)),
+            Some((key, None)) => Some(key),
+            None => None,
+        };
+        let image = read_all(&self.path, &self.file, self.len)?;
+        let key = cache
+            .cache()
+            .map(|_| key.unwrap_or_else(|| Key::of(&image)));
+        // Stamped only if the file did not change while it was read.
+        let after = self.file.metadata().ok().map(|m| Version::of(&m));
+        if let (Some(c), Some(k), Some(v)) = (cache.cache(), &key, &version) {
+            if after.as_ref() == Some(v) {
+                c.note_key(v, k);
+            }
+        }
+        unpack(&image, info, cache, key).map_err(|error| BootError::Payload {
+            path: self.path.clone(),
+            error,
+        })
     }
 
     pub fn format(&self) -> KernelFormat {

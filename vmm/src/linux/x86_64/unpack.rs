@@ -49,7 +49,7 @@ pub enum CacheSetting {
 }
 
 impl CacheSetting {
-    fn cache(&self) -> Option<&KernelCache> {
+    pub fn cache(&self) -> Option<&KernelCache> {
         match self {
             Self::Use(c) => Some(c),
             _ => None,
@@ -58,10 +58,12 @@ impl CacheSetting {
 }
 
 /// Decompresses `image` (the whole bzImage, parsed as `info`), through `cache`.
+/// `key`: the bzImage's SHA-256 if it is known already (else it is computed).
 pub fn unpack(
     image: &[u8],
     info: &BzImageInfo,
     cache: &CacheSetting,
+    key: Option<Key>,
 ) -> Result<Unpack, PayloadError> {
     let start = Instant::now();
     let Some(range) = info.payload_range(image.len() as u64) else {
@@ -76,7 +78,9 @@ pub fn unpack(
         Ok(p) => p,
         Err(e) => return Ok(Unpack::Guest(e.to_string())),
     };
-    let keyed = cache.cache().map(|c| (c, Key::of(image)));
+    let keyed = cache
+        .cache()
+        .map(|c| (c, key.unwrap_or_else(|| Key::of(image))));
     if let Some((c, k)) = &keyed {
         if let Some((elf, entry)) = cached(c, k) {
             let cache = CacheUse::Hit {
@@ -102,6 +106,45 @@ pub fn unpack(
     };
     let vmlinux = Vmlinux::Memory(vmlinux);
     Ok(Unpack::Direct(done(&parsed, elf, vmlinux, cache, start)))
+}
+
+/// The cache's vmlinux for a bzImage whose SHA-256 is already known (from its
+/// stamp), found without reading the bzImage beyond its payload's first bytes. None
+/// when there is no whole entry or the payload is not one granule decompresses (the
+/// caller then reads the file and takes the usual path).
+pub fn unpack_known(
+    file: &std::fs::File,
+    file_len: u64,
+    info: &BzImageInfo,
+    cache: &KernelCache,
+    key: &Key,
+) -> Option<Unpacked> {
+    let start = Instant::now();
+    let range = info.payload_range(file_len)?;
+    let mut head = [0u8; 8];
+    let n = (range.end - range.start).min(head.len() as u64) as usize;
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut head[..n], range.start).ok()?;
+    let format = crate::kernel_payload::Compression::detect(&head[..n])?;
+    let payload_len = range.end - range.start;
+    let compressed_bytes = match format {
+        crate::kernel_payload::Compression::Gzip => payload_len,
+        _ => payload_len.checked_sub(4)?,
+    };
+    let (elf, entry) = cached(cache, key)?;
+    let record = Decompression::Host {
+        compression: format,
+        compressed_bytes,
+        vmlinux_bytes: entry.len,
+        cache: CacheUse::Hit {
+            dir: cache.dir().to_owned(),
+        },
+        ms: start.elapsed().as_secs_f64() * 1e3,
+    };
+    Some(Unpacked {
+        elf,
+        vmlinux: Vmlinux::Cached(entry),
+        record,
+    })
 }
 
 fn done(p: &Payload, elf: ElfInfo, vmlinux: Vmlinux, cache: CacheUse, start: Instant) -> Unpacked {
