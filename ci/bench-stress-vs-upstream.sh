@@ -7,9 +7,9 @@
 # Extra arguments make each round also run granule stress with them (e.g. --guest-page
 # 4K on arm64), reported as granule_alt. STRESS_BOTH_ARGS (e.g. -H) go to both tools;
 # with -H the bed reserves 600 2 MiB hugetlb pages. STRESS_PROFILE (kernel function
-# names, space-separated) has ftrace's function profiler count those functions' calls
-# and time in the bed over each tool's run; calls and the mean time per call are printed
-# per tool.
+# names, space-separated) has ftrace's function graph tracer record those functions'
+# calls in the bed over each tool's run; calls and the mean time per call are printed
+# per tool (the tracer's own cost is in the times).
 # Usage: ci/bench-stress-vs-upstream.sh [ROUNDS] [x86_64|aarch64] [GRANULE-STRESS-ARGS...]
 #        (defaults 3, x86_64)
 set -euo pipefail
@@ -67,7 +67,7 @@ for line in open(sys.argv[1], errors="replace"):
         acc = prof.setdefault((m.group(1), m.group(2)), [0, 0.0])
         acc[0] += int(m.group(3)); acc[1] += float(m.group(4))
 if prof:
-    print("ftrace function profile, all rounds and CPUs: calls, and us per call (children and sleep included)")
+    print("ftrace function graph, all rounds and CPUs: calls, and us per call (callees and sleep included)")
     for f in sorted({f for _, f in prof}):
         print(f"  {f:<34}" + "".join(
             f" {t} {prof[(t, f)][0]:>9} {prof[(t, f)][1] / max(prof[(t, f)][0], 1):9.2f}"
