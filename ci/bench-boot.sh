@@ -63,6 +63,17 @@ if phases:
     print("granule's boot phases (--json boot.phases), medians, ms:")
     for vmm, ps in phases.items():
         print(f"  {vmm:<14} " + ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in ps.items()))
+feet = {}
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"GRANULE-BED: FOOTPRINT (\S+) (.*)", line.strip())
+    if m:
+        for k, v in re.findall(r'"(\w+)":([0-9.]+)', m.group(2)):
+            feet.setdefault(m.group(1), {}).setdefault(k, []).append(float(v))
+if feet:
+    print("granule's footprint (--json footprint), medians: memory besides guest RAM, main to first KVM_RUN:")
+    for vmm, f in feet.items():
+        mib = statistics.median(f.get("vmm_bytes", [0])) / 2**20
+        print(f"  {vmm:<14} {mib:.1f} MiB, {statistics.median(f.get('first_kvm_run_ms', [0])):.0f} ms")
 print(f"median   granule {g:.0f} ms   qemu {q:.0f} ms   ratio granule/qemu {g / q:.2f}   (failed runs: {fails})")
 labels = {
     "granule-first": "granule, bzImage decompressed on the host, empty cache",
