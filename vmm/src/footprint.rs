@@ -3,9 +3,11 @@
 //! RAM the guest touched.
 //!
 //! Memory is read from /proc/self/smaps_rollup when the guest has stopped and its RAM
-//! is still mapped: the process's resident bytes minus the resident bytes of the guest
-//! RAM zones (both without hugetlb pages, which smaps counts apart). What is left is
-//! the VMM: code, heap, thread stacks, page tables for its own mappings.
+//! is still mapped, before the run's stage-2 report is built (its scans of guest RAM
+//! come after the guest and are not what running it costs): the process's resident
+//! bytes minus the resident bytes of the guest RAM zones (both without hugetlb pages,
+//! which smaps counts apart). What is left is the VMM: code, heap, thread stacks, page
+//! tables for its own mappings.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -69,18 +71,19 @@ pub fn measure(guest_resident: u64) -> Footprint {
     }
 }
 
-/// Resident bytes of the guest RAM zones in a stage-2 report (from smaps; 0 for a zone
-/// smaps did not describe).
-pub fn guest_resident(report: &crate::report::Stage2Report) -> u64 {
-    report
-        .zones
+/// Host address ranges of guest RAM's zones.
+pub fn zone_ranges(ram: &crate::memory::GuestRam) -> Vec<(u64, u64)> {
+    ram.zones()
         .iter()
-        .filter_map(|z| z.smaps.as_ref().map(|s| s.rss))
-        .sum()
+        .map(|z| {
+            let start = z.map.as_ptr() as u64;
+            (start, start.saturating_add(z.map.len() as u64))
+        })
+        .collect()
 }
 
-/// Resident bytes (smaps Rss) of the mappings in `ranges` (host addresses), for guest
-/// memory that is not a stage-2 report's zones (stress's chunk).
+/// Resident bytes (smaps Rss) of the mappings in `ranges` (host addresses): guest RAM's
+/// zones ([`zone_ranges`]) and any other guest memory (stress's chunk).
 pub fn resident_in(ranges: &[(u64, u64)]) -> u64 {
     let Ok(text) = std::fs::read_to_string("/proc/self/smaps") else {
         return 0;

@@ -83,9 +83,12 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
     let end = wait_for_end(&mut manager, &events, &mut running, &mut judge, &interrupts)?;
     // Outcomes after a stop are all "stopped" or already recorded; the end says why.
     running.stop()?;
+    // Measured before the stage-2 report is built: what granule held to run the guest,
+    // not the report's scans of guest RAM.
+    let guest_ram = crate::footprint::zone_ranges(running.ram());
+    let footprint = crate::footprint::measure(crate::footprint::resident_in(&guest_ram));
     let stage2 = stage2_report(&running, guest_page_size, &executed);
     let devices = predict_bars(passthrough.devices.clone(), guest_page_size);
-    let footprint = crate::footprint::measure(crate::footprint::guest_resident(&stage2));
     Ok(BootSummary {
         kernel: cfg.kernel.clone(),
         format,

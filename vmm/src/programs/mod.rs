@@ -193,6 +193,9 @@ fn run_queued(
     if verdict == Verdict::Ok && cfg.program == Program::Touch {
         pages_verified = verify::touched_pages(running.ram(), &shares)?;
     }
+    // Measured before the stage-2 report is built, as for a Linux guest.
+    let guest_ram = crate::footprint::zone_ranges(running.ram());
+    let footprint = crate::footprint::measure(crate::footprint::resident_in(&guest_ram));
     let stage2 = stage2_report(
         &running,
         &image,
@@ -200,7 +203,6 @@ fn run_queued(
         cfg.program == Program::Touch,
         &shares,
     );
-    let footprint = crate::footprint::measure(crate::footprint::guest_resident(&stage2));
     Ok(RunSummary {
         program: program_name(&cfg.program).into(),
         vcpus: cfg.vcpus,
