@@ -53,22 +53,21 @@ if not ok["granule"] or not ok["qemu"]:
     sys.exit("no successful runs to compare")
 g, q = statistics.median(ok["granule"]), statistics.median(ok["qemu"])
 fails = {k: sum(v == "FAIL" for v in vals) for k, vals in runs.items()}
-phases = {}
-for line in open(sys.argv[1], errors="replace"):
-    m = re.match(r"GRANULE-BED: PHASES (\S+) (.*)", line.strip())
-    if m:
-        for k, v in re.findall(r'"(\w+)_ms":([0-9.]+)', m.group(2)):
-            phases.setdefault(m.group(1), {}).setdefault(k, []).append(float(v))
+def fields(tag, pattern):
+    """Per run label, each field's values from the log's TAG lines (granule's --json)."""
+    out = {}
+    for line in open(sys.argv[1], errors="replace"):
+        m = re.match(rf"GRANULE-BED: {tag} (\S+) (.*)", line.strip())
+        if m:
+            for k, v in re.findall(pattern, m.group(2)):
+                out.setdefault(m.group(1), {}).setdefault(k, []).append(float(v))
+    return out
+phases = fields("PHASES", r'"(\w+)_ms":([0-9.]+)')
 if phases:
     print("granule's boot phases (--json boot.phases), medians, ms:")
     for vmm, ps in phases.items():
         print(f"  {vmm:<14} " + ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in ps.items()))
-feet = {}
-for line in open(sys.argv[1], errors="replace"):
-    m = re.match(r"GRANULE-BED: FOOTPRINT (\S+) (.*)", line.strip())
-    if m:
-        for k, v in re.findall(r'"(\w+)":([0-9.]+)', m.group(2)):
-            feet.setdefault(m.group(1), {}).setdefault(k, []).append(float(v))
+feet = fields("FOOTPRINT", r'"(\w+)":([0-9.]+)')
 if feet:
     print("granule's footprint (--json footprint), medians: memory besides guest RAM, main to first KVM_RUN:")
     for vmm, f in feet.items():
