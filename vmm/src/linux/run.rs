@@ -83,11 +83,16 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
     let end = wait_for_end(&mut manager, &events, &mut running, &mut judge, &interrupts)?;
     // Outcomes after a stop are all "stopped" or already recorded; the end says why.
     running.stop()?;
-    // Measured before the stage-2 report is built: what granule held to run the guest,
-    // not the report's scans of guest RAM.
+    // KVM's leaf counts first: with smaps read before them, KVM reported no 1G leaf for
+    // a passed-through BAR (x86 bed; the kernel's page walk for smaps splits a huge PFN
+    // mapping, and KVM drops the leaf behind it). Then the footprint, before the
+    // report's scans of guest RAM: what granule held to run the guest.
+    let vm_stats = crate::observe::stats::read(running.fd())
+        .map_err(|e| tracing::warn!("no KVM statistics: {e}"))
+        .ok();
     let guest_ram = crate::footprint::zone_ranges(running.ram());
     let footprint = crate::footprint::measure(crate::footprint::resident_in(&guest_ram));
-    let stage2 = stage2_report(&running, guest_page_size, &executed);
+    let stage2 = stage2_report(&running, guest_page_size, &executed, vm_stats);
     let devices = predict_bars(passthrough.devices.clone(), guest_page_size);
     Ok(BootSummary {
         kernel: cfg.kernel.clone(),
@@ -211,6 +216,7 @@ fn stage2_report(
     running: &RunningVm,
     guest_page: u64,
     executed: &[(u64, u64)],
+    vm_stats: Option<crate::observe::stats::Stats>,
 ) -> crate::report::Stage2Report {
     let backend = crate::probe::Backend::detect().kind;
     let all: Vec<(u64, u64)> = running
@@ -219,9 +225,6 @@ fn stage2_report(
         .iter()
         .map(|r| (r.gpa, r.end()))
         .collect();
-    let vm_stats = crate::observe::stats::read(running.fd())
-        .map_err(|e| tracing::warn!("no KVM statistics: {e}"))
-        .ok();
     crate::report::build(crate::report::RunFacts {
         ram: running.ram(),
         backend,

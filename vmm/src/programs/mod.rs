@@ -193,7 +193,11 @@ fn run_queued(
     if verdict == Verdict::Ok && cfg.program == Program::Touch {
         pages_verified = verify::touched_pages(running.ram(), &shares)?;
     }
-    // Measured before the stage-2 report is built, as for a Linux guest.
+    // As for a Linux guest: KVM's leaf counts before anything reads smaps, then the
+    // footprint before the report's scans of guest RAM.
+    let vm_stats = crate::observe::stats::read(running.fd())
+        .map_err(|e| tracing::warn!("no KVM statistics: {e}"))
+        .ok();
     let guest_ram = crate::footprint::zone_ranges(running.ram());
     let footprint = crate::footprint::measure(crate::footprint::resident_in(&guest_ram));
     let stage2 = stage2_report(
@@ -202,6 +206,7 @@ fn run_queued(
         guest_page_size,
         cfg.program == Program::Touch,
         &shares,
+        vm_stats,
     );
     Ok(RunSummary {
         program: program_name(&cfg.program).into(),
@@ -225,13 +230,15 @@ fn run_queued(
     })
 }
 
-/// Builds the stage-2 report while the VM (and so its leaves) still exists.
+/// Builds the stage-2 report while the VM (and so its leaves) still exists, with
+/// `vm_stats` read before anything walked this process's page tables.
 fn stage2_report(
     running: &crate::vm::RunningVm,
     image: &granule_arch::GuestImage,
     guest_page: u64,
     touched: bool,
     shares: &[Vec<(u64, u64)>],
+    vm_stats: Option<crate::observe::stats::Stats>,
 ) -> crate::report::Stage2Report {
     let backend = crate::probe::Backend::detect().kind;
     let target = crate::report::host_target(backend, guest_page);
@@ -246,13 +253,6 @@ fn stage2_report(
         accessed_min.extend(&all);
         accessed_max.extend(&all);
     }
-    let vm_stats = match crate::observe::stats::read(running.fd()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!("no KVM statistics: {e}");
-            None
-        }
-    };
     crate::report::build(crate::report::RunFacts {
         ram: running.ram(),
         backend,
