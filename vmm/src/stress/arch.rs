@@ -27,6 +27,8 @@ mod imp {
         /// The guest's stage-1 page size: the one asked for, else the largest offered.
         pub guest_page: u64,
         pub phys_bits: u32,
+        /// The VM's IPA size (arm64 only).
+        pub vm_ipa_bits: Option<u32>,
         pub sync_regs: bool,
     }
 
@@ -50,6 +52,7 @@ mod imp {
         Ok(Setup {
             guest_page: config::guest_page(requested, &offered)?,
             phys_bits,
+            vm_ipa_bits: None,
             sync_regs: kvm.kvm.check_extension(kvm_ioctls::Cap::SyncRegs),
             supported,
         })
@@ -137,16 +140,23 @@ mod imp {
         /// The guest's stage-1 page size: the one asked for, else 1 GiB blocks.
         pub guest_page: u64,
         pub phys_bits: u32,
+        /// The VM's IPA size; None: KVM's default of 40 bits.
+        pub vm_ipa_bits: Option<u32>,
     }
 
     /// What the vCPUs need, the guest page size `requested` (None: the default)
     /// checked against the sizes the tables can use.
     pub fn setup(kvm: &KvmHandle, requested: Option<u64>) -> Result<Setup, StressError> {
-        // VMs get KVM's default 40-bit IPA space (granule creates them with type 0).
-        let _ = kvm;
+        // As upstream's selftest library does: the host's largest IPA size, so KVM's
+        // stage-2 tables are as deep as upstream's (KVM's default is 40 bits). 0: the
+        // host cannot choose, and has 40.
+        let limit = u32::try_from(kvm.kvm.get_host_ipa_limit()).unwrap_or(0);
+        let vm_ipa_bits = (limit > 40).then_some(limit);
         Ok(Setup {
             guest_page: config::guest_page(requested, &[PAGE, PAGE_2M, GIB])?,
+            // The guest's own tables output 40-bit addresses (TCR_EL1.IPS).
             phys_bits: 40,
+            vm_ipa_bits,
         })
     }
 

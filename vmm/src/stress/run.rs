@@ -140,7 +140,7 @@ fn build_vm(
     )?;
     let ranges = low.ranges();
     let first_slot = low.slots().len() as u32;
-    let mut vm = Vm::new(kvm, low)?;
+    let mut vm = Vm::with_ipa_bits(kvm, low, setup.vm_ipa_bits)?;
     for i in 0..g.slots {
         set_slot(
             vm.fd(),

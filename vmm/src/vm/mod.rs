@@ -71,7 +71,28 @@ pub struct Vm {
 impl Vm {
     /// Creates the VM and registers `ram` with it.
     pub fn new(kvm_handle: &KvmHandle, ram: GuestRam) -> Result<Self, VmError> {
-        let fd = Arc::new(kvm_handle.kvm.create_vm().map_err(VmError::Create)?);
+        Self::with_ipa_bits(kvm_handle, ram, None)
+    }
+
+    /// [`Vm::new`] with a guest physical address space of `ipa_bits` on arm64 (None:
+    /// KVM's default of 40 bits; ignored on x86, whose size comes from CPUID). The size
+    /// sets how many levels KVM's stage-2 tables have.
+    pub fn with_ipa_bits(
+        kvm_handle: &KvmHandle,
+        ram: GuestRam,
+        ipa_bits: Option<u32>,
+    ) -> Result<Self, VmError> {
+        #[cfg(target_arch = "aarch64")]
+        let created = match ipa_bits {
+            Some(bits) => kvm_handle.kvm.create_vm_with_ipa_size(bits),
+            None => kvm_handle.kvm.create_vm(),
+        };
+        #[cfg(not(target_arch = "aarch64"))]
+        let created = {
+            let _ = ipa_bits;
+            kvm_handle.kvm.create_vm()
+        };
+        let fd = Arc::new(created.map_err(VmError::Create)?);
         #[cfg(target_arch = "x86_64")]
         kvm(
             "KVM_SET_TSS_ADDR",
