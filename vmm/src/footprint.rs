@@ -71,6 +71,21 @@ pub fn measure(guest_resident: u64) -> Footprint {
     }
 }
 
+/// At the end of a run: KVM's statistics, then the footprint. In that order: with
+/// smaps read before them, KVM reported no 1G leaf for a passed-through BAR (x86 bed;
+/// the kernel's page walk for smaps splits a huge PFN mapping, and KVM drops the leaf
+/// behind it). Both come before the stage-2 report, whose scans of guest RAM are not
+/// what running the guest cost.
+pub fn stats_then_footprint(
+    vm: &kvm_ioctls::VmFd,
+    ram: &crate::memory::GuestRam,
+) -> (Option<crate::observe::stats::Stats>, Footprint) {
+    let stats = crate::observe::stats::read(vm)
+        .map_err(|e| tracing::warn!("no KVM statistics: {e}"))
+        .ok();
+    (stats, measure(resident_in(&zone_ranges(ram))))
+}
+
 /// Host address ranges of guest RAM's zones.
 pub fn zone_ranges(ram: &crate::memory::GuestRam) -> Vec<(u64, u64)> {
     ram.zones()

@@ -128,15 +128,21 @@ impl<'a> Payload<'a> {
             })?;
         let t = &payload[split..];
         let size = u64::from(u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
-        let stream = match format {
-            Compression::Gzip => payload,
-            _ => &payload[..split],
-        };
+        let stream = &payload[..Self::stream_len(format, payload.len() as u64) as usize];
         Ok(Self {
             format,
             stream,
             size,
         })
+    }
+
+    /// Bytes of the compressed stream in a payload of `payload_len` bytes (at least 4):
+    /// all of it for gzip, whose own trailer ends in the size, else all but the size.
+    pub fn stream_len(format: Compression, payload_len: u64) -> u64 {
+        match format {
+            Compression::Gzip => payload_len,
+            _ => payload_len.saturating_sub(4),
+        }
     }
 
     /// Decompresses the stream; refuses one that claims more than `limit` bytes, and

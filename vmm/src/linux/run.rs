@@ -83,15 +83,7 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
     let end = wait_for_end(&mut manager, &events, &mut running, &mut judge, &interrupts)?;
     // Outcomes after a stop are all "stopped" or already recorded; the end says why.
     running.stop()?;
-    // KVM's leaf counts first: with smaps read before them, KVM reported no 1G leaf for
-    // a passed-through BAR (x86 bed; the kernel's page walk for smaps splits a huge PFN
-    // mapping, and KVM drops the leaf behind it). Then the footprint, before the
-    // report's scans of guest RAM: what granule held to run the guest.
-    let vm_stats = crate::observe::stats::read(running.fd())
-        .map_err(|e| tracing::warn!("no KVM statistics: {e}"))
-        .ok();
-    let guest_ram = crate::footprint::zone_ranges(running.ram());
-    let footprint = crate::footprint::measure(crate::footprint::resident_in(&guest_ram));
+    let (vm_stats, footprint) = crate::footprint::stats_then_footprint(running.fd(), running.ram());
     let stage2 = stage2_report(&running, guest_page_size, &executed, vm_stats);
     let devices = predict_bars(passthrough.devices.clone(), guest_page_size);
     Ok(BootSummary {

@@ -193,13 +193,7 @@ fn run_queued(
     if verdict == Verdict::Ok && cfg.program == Program::Touch {
         pages_verified = verify::touched_pages(running.ram(), &shares)?;
     }
-    // As for a Linux guest: KVM's leaf counts before anything reads smaps, then the
-    // footprint before the report's scans of guest RAM.
-    let vm_stats = crate::observe::stats::read(running.fd())
-        .map_err(|e| tracing::warn!("no KVM statistics: {e}"))
-        .ok();
-    let guest_ram = crate::footprint::zone_ranges(running.ram());
-    let footprint = crate::footprint::measure(crate::footprint::resident_in(&guest_ram));
+    let (vm_stats, footprint) = crate::footprint::stats_then_footprint(running.fd(), running.ram());
     let stage2 = stage2_report(
         &running,
         &image,

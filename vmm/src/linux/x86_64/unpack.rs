@@ -126,10 +126,10 @@ pub fn unpack_known(
     std::os::unix::fs::FileExt::read_exact_at(file, &mut head[..n], range.start).ok()?;
     let format = crate::kernel_payload::Compression::detect(&head[..n])?;
     let payload_len = range.end - range.start;
-    let compressed_bytes = match format {
-        crate::kernel_payload::Compression::Gzip => payload_len,
-        _ => payload_len.checked_sub(4)?,
-    };
+    if payload_len <= 4 {
+        return None;
+    }
+    let compressed_bytes = Payload::stream_len(format, payload_len);
     let (elf, entry) = cached(cache, key)?;
     let record = Decompression::Host {
         compression: format,
