@@ -126,6 +126,11 @@ fn unclaimed_port_is_logged_and_reads_all_ones() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("at 0x99: no device claims it"), "{err}");
     assert!(err.contains("reported value 0xffffffff"), "{err}");
+    // stderr is a pipe here: log lines are plain text, without terminal colour codes.
+    assert!(
+        !err.contains('\x1b'),
+        "escape codes in a piped log: {err:?}"
+    );
 }
 
 #[test]
