@@ -88,6 +88,10 @@ pub fn prepare(
         ..Default::default()
     };
     kvm_step("KVM_CREATE_PIT2", vm.fd().create_pit2(pit))?;
+    tracing::debug!(
+        "VM and irqchip created in {:.1} ms",
+        ms_since(memory_mapped)
+    );
     let loaded = load(&vm, inputs, apic_ids)?;
     let kernel_loaded = std::time::Instant::now();
     let devices = add_devices(&mut vm, out, cfg.boot_marker.clone())?;
@@ -142,7 +146,10 @@ fn load(vm: &Vm, inputs: Inputs, apic_ids: u8) -> Result<kernel::LoadedKernel, B
         size: PCI_ECAM_SIZE,
         kind: e820::E820_RESERVED,
     });
+    let t = std::time::Instant::now();
     let loaded = image.load(ram)?;
+    tracing::debug!("kernel written into guest RAM in {:.1} ms", ms_since(t));
+    let t = std::time::Instant::now();
     let initrd_at = match &mut initrd {
         Some((path, file, len)) => {
             let at = kernel::place_initrd(
@@ -157,6 +164,7 @@ fn load(vm: &Vm, inputs: Inputs, apic_ids: u8) -> Result<kernel::LoadedKernel, B
         }
         None => (0, 0),
     };
+    tracing::debug!("initramfs written into guest RAM in {:.1} ms", ms_since(t));
     ram.write(CMDLINE_ADDR, &cmdline)?;
     let acpi = acpi::build(ACPI_ADDR, apic_ids, Some(&pci_windows(&ranges)));
     ram.write(acpi.base, &acpi.bytes)?;
@@ -221,4 +229,8 @@ fn add_devices(
     pio.insert(u64::from(ports::PVPANIC), PVPANIC_LEN, p.pvpanic.clone())?;
     vm.devices().add_pci_host(ECAM, true)?;
     Ok(p)
+}
+
+fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
