@@ -73,6 +73,11 @@ if feet:
     for vmm, f in feet.items():
         mib = statistics.median(f.get("vmm_bytes", [0])) / 2**20
         print(f"  {vmm:<14} {mib:.1f} MiB, {statistics.median(f.get('first_kvm_run_ms', [0])):.0f} ms")
+moved = fields("VMSTAT", r'"(\w+)":(-?[0-9]+)')
+if moved:
+    print("the bed kernel's counters during each granule boot (/proc/vmstat), medians:")
+    for vmm, c in moved.items():
+        print(f"  {vmm:<14} " + ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in c.items()))
 print(f"median   granule {g:.0f} ms   qemu {q:.0f} ms   ratio granule/qemu {g / q:.2f}   (failed runs: {fails})")
 labels = {
     "granule-first": "granule, bzImage decompressed on the host, empty cache",
