@@ -9,7 +9,8 @@
 # with -H the bed reserves 600 2 MiB hugetlb pages. STRESS_PROFILE (kernel function
 # names, space-separated) has ftrace's function graph tracer record those functions'
 # calls in the bed over each tool's run; calls and the mean time per call are printed
-# per tool (the tracer's own cost is in the times).
+# per tool, and each run's calls with its two longest (the tracer's own cost is in the
+# times).
 # Usage: ci/bench-stress-vs-upstream.sh [ROUNDS] [x86_64|aarch64] [GRANULE-STRESS-ARGS...]
 #        (defaults 3, x86_64)
 set -euo pipefail
@@ -60,18 +61,22 @@ for p in ["run1", "reset", "run2", "ro", "rw"]:
             g = statistics.median(r[p] for r in runs[t])
             row += f" {g:12.6f} {g / u if u else float('nan'):6.2f}"
     print(row + f" {u:12.6f}")
-prof = {}
+prof, each = {}, []
 for line in open(sys.argv[1], errors="replace"):
-    m = re.match(r"GRANULE-BED: PROFILE (\w+) \d+ (\S+) (\d+) ([0-9.]+)", line.strip())
+    m = re.match(r"GRANULE-BED: PROFILE (\w+) \d+ (\S+) (\d+) ([0-9.]+) ?([0-9.]*) ?([0-9.]*)", line.strip())
     if m:
         acc = prof.setdefault((m.group(1), m.group(2)), [0, 0.0])
         acc[0] += int(m.group(3)); acc[1] += float(m.group(4))
+        each.append(m.groups())
 if prof:
     print("ftrace function graph, all rounds and CPUs: calls, and us per call (callees and sleep included)")
     for f in sorted({f for _, f in prof}):
         print(f"  {f:<34}" + "".join(
             f" {t} {prof[(t, f)][0]:>9} {prof[(t, f)][1] / max(prof[(t, f)][0], 1):9.2f}"
             if (t, f) in prof else f" {t} {'-':>9} {'-':>9}" for t in tools))
+    print("per run, in order: calls, the longest and the second longest call (us)")
+    for tool, f, calls, _, top1, top2 in each:
+        print(f"  {tool:<12} {f:<34} {calls:>9} {top1 or '-':>12} {top2 or '-':>12}")
 if all(kvm[t] for t in tools):
     print("KVM debugfs totals over a whole run (sampled every 0.5 s; medians):")
     for k in kvm["upstream"][0]:
