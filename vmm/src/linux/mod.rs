@@ -35,6 +35,11 @@ use crate::vm::VmError;
 pub use run::boot;
 pub use summary::{BootSummary, End};
 
+/// A duration in milliseconds, as boot timings are reported.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 /// The command line a kernel gets when `--cmdline` is not given: the console on ttyS0
 /// (COM1 on x86; on arm64 the device tree's 16550, also its `stdout-path`),
 /// and reboot at once on panic (granule reports the panic and exits non-zero).

@@ -13,6 +13,7 @@ use granule_devices::PlatformEvent;
 use super::backend::{BootBackend, Prepared, SetupMarks};
 use super::console::{StdinPump, TerminalMode, WakeListener};
 use super::ending::EndJudge;
+use super::ms;
 use super::platform::Platform;
 use super::summary::{BootPhases, BootSummary, BootTimes, ConsoleLoss, End, LeafShare};
 use super::{BootError, LinuxConfig};
@@ -25,10 +26,6 @@ use crate::vm::RunningVm;
 /// The longest the main loop sleeps without an event (a safety net: every event that
 /// ends a run also wakes it).
 const MAX_WAIT: Duration = Duration::from_secs(1);
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 /// Boots `cfg.kernel` and runs it until it ends; console on stdin/stdout.
 pub fn boot(kvm: &KvmHandle, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {

@@ -23,7 +23,7 @@ use crate::kvm::KvmHandle;
 use crate::linux::backend::Prepared;
 use crate::linux::files::{open_initrd, Initrd};
 use crate::linux::platform::Platform;
-use crate::linux::{BootError, LinuxConfig};
+use crate::linux::{ms, BootError, LinuxConfig};
 use crate::memory::GuestRam;
 use crate::vm::Vm;
 
@@ -90,7 +90,7 @@ pub fn prepare(
     kvm_step("KVM_CREATE_PIT2", vm.fd().create_pit2(pit))?;
     tracing::debug!(
         "VM and irqchip created in {:.1} ms",
-        ms_since(memory_mapped)
+        ms(memory_mapped.elapsed())
     );
     let loaded = load(&vm, inputs, apic_ids)?;
     let kernel_loaded = std::time::Instant::now();
@@ -148,7 +148,7 @@ fn load(vm: &Vm, inputs: Inputs, apic_ids: u8) -> Result<kernel::LoadedKernel, B
     });
     let t = std::time::Instant::now();
     let loaded = image.load(ram)?;
-    tracing::debug!("kernel written into guest RAM in {:.1} ms", ms_since(t));
+    tracing::debug!("kernel written into guest RAM in {:.1} ms", ms(t.elapsed()));
     let t = std::time::Instant::now();
     let initrd_at = match &mut initrd {
         Some((path, file, len)) => {
@@ -164,7 +164,10 @@ fn load(vm: &Vm, inputs: Inputs, apic_ids: u8) -> Result<kernel::LoadedKernel, B
         }
         None => (0, 0),
     };
-    tracing::debug!("initramfs written into guest RAM in {:.1} ms", ms_since(t));
+    tracing::debug!(
+        "initramfs written into guest RAM in {:.1} ms",
+        ms(t.elapsed())
+    );
     ram.write(CMDLINE_ADDR, &cmdline)?;
     let acpi = acpi::build(ACPI_ADDR, apic_ids, Some(&pci_windows(&ranges)));
     ram.write(acpi.base, &acpi.bytes)?;
@@ -229,8 +232,4 @@ fn add_devices(
     pio.insert(u64::from(ports::PVPANIC), PVPANIC_LEN, p.pvpanic.clone())?;
     vm.devices().add_pci_host(ECAM, true)?;
     Ok(p)
-}
-
-fn ms_since(t: std::time::Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
 }

@@ -138,7 +138,7 @@ pub fn unpack_known(
         cache: CacheUse::Hit {
             dir: cache.dir().to_owned(),
         },
-        ms: start.elapsed().as_secs_f64() * 1e3,
+        ms: crate::linux::ms(start.elapsed()),
     };
     Some(Unpacked {
         elf,
@@ -157,7 +157,7 @@ fn done(p: &Payload, elf: ElfInfo, vmlinux: Vmlinux, cache: CacheUse, start: Ins
         compressed_bytes: p.stream.len() as u64,
         vmlinux_bytes,
         cache,
-        ms: start.elapsed().as_secs_f64() * 1e3,
+        ms: crate::linux::ms(start.elapsed()),
     };
     Unpacked {
         elf,
