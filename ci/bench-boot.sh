@@ -7,7 +7,12 @@
 # With BOOT_DMESG=1, one more boot of each VMM prints the guest kernel's log with its
 # timestamps, kept as target/bed-logs/ARCH-boot-dmesg-{granule,qemu}.txt (ROUNDS may
 # then be 0).
-# Usage: [BOOT_DMESG=1] ci/bench-boot.sh [ROUNDS] [VCPUS] [x86_64|aarch64]    (defaults 5, 1, x86_64)
+# Before each timed boot the bed recycles the last VM's memory
+# (resources/bed/scenarios/fresh-pages.sh: a process faults in 1 GiB of THP and exits;
+# its time is printed, not counted): under the bed's TCG, writing a page the last
+# guest ran code from first invalidates what TCG translated from it, a cost of the bed
+# that otherwise lands on whichever VMM boots next. BOOT_FRESH_PAGES=0 leaves it out.
+# Usage: [BOOT_DMESG=1] [BOOT_FRESH_PAGES=0] ci/bench-boot.sh [ROUNDS] [VCPUS] [x86_64|aarch64]    (defaults 5, 1, x86_64)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5} cpus=${2:-1} arch=${3:-x86_64}
@@ -26,7 +31,7 @@ resources/qemu-payload.sh $deb .cache/bed/qemu-payload-$deb.cpio.gz
 cat "$boot" .cache/bed/qemu-payload-$deb.cpio.gz > "$img"
 # Each boot may take up to 120 s (arm64 and 2-vCPU x86 boots take 15-40 s here).
 ci/bed-run.sh "$arch" "$img" bench-boot $((rounds * 400 + 120 + ${BOOT_DMESG:-0} * 400)) 3G \
-    "granule.rounds=$rounds granule.boot_cpus=$cpus granule.boot_timeout=120 granule.boot_dmesg=${BOOT_DMESG:-0}"
+    "granule.rounds=$rounds granule.boot_cpus=$cpus granule.boot_timeout=120 granule.boot_dmesg=${BOOT_DMESG:-0} granule.fresh_pages=${BOOT_FRESH_PAGES:-1}"
 log=target/bed-logs/$arch-bench-boot.log
 if [ "${BOOT_DMESG:-0}" = 1 ]; then
     for vmm in granule qemu; do
@@ -37,14 +42,19 @@ fi
 python3 - "$log" "$cpus" "$bed" <<'PY'
 import re, statistics, sys
 runs = {"granule": [], "qemu": [], "granule-first": [], "granule-guest": [], "granule-elf": []}
-thp = "?"
+thp, fresh, recycle = "?", "?", []
 for line in open(sys.argv[1], errors="replace"):
     if line.startswith("GRANULE-BED: LINE thp "):
         thp = line.strip().split(" ", 3)[3]
+    if line.startswith("GRANULE-BED: LINE fresh_pages "):
+        fresh = "on" if line.split()[-1] == "1" else "off"
+    if line.startswith("GRANULE-BED: FRESH "):
+        recycle.append(float(line.split()[-1]))
     m = re.match(r"GRANULE-BED: LINE (granule-first|granule-guest|granule-elf|granule|qemu) (\S+)", line.strip())
     if m:
         runs[m.group(1)].append(m.group(2))
 print(f"boot to guest userspace, {sys.argv[2]} vCPU(s), {sys.argv[3]}, bed THP {thp}, ms:")
+print(f"  memory recycled before each boot: {fresh}" + (f" (median {statistics.median(recycle):.0f} ms, untimed)" if recycle else ""))
 for vmm, vals in runs.items():
     if vals:
         print(f"  {vmm:<14} {' '.join(vals)}")
