@@ -9,9 +9,10 @@
 # then be 0).
 # Before each timed boot the bed recycles the last VM's memory
 # (resources/bed/scenarios/fresh-pages.sh: a process faults in 1 GiB of THP and exits;
-# its time is printed, not counted): under the bed's TCG, writing a page the last
-# guest ran code from first invalidates what TCG translated from it, a cost of the bed
-# that otherwise lands on whichever VMM boots next. BOOT_FRESH_PAGES=0 leaves it out.
+# its time is printed, not counted): taking the blocks a VM just freed is slow in the
+# bed (most likely TCG invalidating what it translated from the last guest's code), a
+# cost of the bed that otherwise lands on whichever VMM boots next.
+# BOOT_FRESH_PAGES=0 leaves it out.
 # Usage: [BOOT_DMESG=1] [BOOT_FRESH_PAGES=0] ci/bench-boot.sh [ROUNDS] [VCPUS] [x86_64|aarch64]    (defaults 5, 1, x86_64)
 set -euo pipefail
 cd "$(dirname "$0")/.."
