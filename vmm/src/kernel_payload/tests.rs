@@ -157,6 +157,17 @@ fn a_stream_asking_for_a_huge_dictionary_is_refused_not_allocated() {
         matches!(&e, PayloadError::Corrupt { format: Compression::Lzma, detail } if detail.contains("memory")),
         "{e:?}"
     );
+    // An xz stream whose one block asks LZMA2 for a 4 GiB - 1 dictionary (its
+    // dictionary byte is 40): stream header (CRC32 flags), block header with its CRC32.
+    let mut xz = b"\xfd7zXZ\x00\x00\x01\x69\x22\xde\x36".to_vec();
+    xz.extend_from_slice(b"\x02\x00\x21\x01\x28\x00\x00\x00\xe6\xa0\x11\xb3");
+    xz.extend_from_slice(&[0u8; 64]);
+    xz.extend_from_slice(&1000u32.to_le_bytes());
+    let e = Payload::parse(&xz).unwrap().decompress(LIMIT).unwrap_err();
+    assert!(
+        matches!(&e, PayloadError::Corrupt { format: Compression::Xz, detail } if detail.contains("memory")),
+        "{e:?}"
+    );
     // A zstd frame header with a 2 GiB window (window descriptor exponent 21 + 10).
     let mut zstd = b"\x28\xb5\x2f\xfd\x00\xa8".to_vec();
     zstd.extend_from_slice(&[0u8; 32]);
