@@ -7,9 +7,9 @@
 # With BOOT_DMESG=1, one more boot of each VMM prints the guest kernel's log with its
 # timestamps, kept as target/bed-logs/ARCH-boot-dmesg-{granule,qemu}.txt (ROUNDS may
 # then be 0).
-# Before each timed boot the bed recycles the last VM's memory
-# (resources/bed/scenarios/fresh-pages.sh: a process faults in 1 GiB of THP and exits;
-# its time is printed, not counted): taking the blocks a VM just freed is slow in the
+# Before each timed boot the bed recycles the last VM's memory (fresh_pages in
+# resources/bed/scenarios/bench-boot: a process faults in 1 GiB of THP and exits; its
+# time is printed, not counted): taking the blocks a VM just freed is slow in the
 # bed (most likely TCG invalidating what it translated from the last guest's code), a
 # cost of the bed that otherwise lands on whichever VMM boots next.
 # BOOT_FRESH_PAGES=0 leaves it out.
