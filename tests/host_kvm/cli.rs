@@ -544,3 +544,37 @@ fn a_hello_text_too_long_is_a_usage_error_naming_its_size() {
         "{err}"
     );
 }
+
+/// arm64: an Image has no decompressor of its own (granule unpacks an Image.gz itself),
+/// so neither kernel option applies: a command-line error naming the option (x86's
+/// refusals are in kernel_decompress.rs).
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn kernel_payload_options_are_refused_for_an_arm64_image() {
+    if !common::kvm_available("cli_kernel_payload_options_are_refused_for_an_arm64_image") {
+        return;
+    }
+    let dir = common::Scratch::new("arm64-kernel-options");
+    // The header the kernel's head.S writes: "ARM\x64" at 56, image_size 1 MiB, 4K
+    // pages, anywhere in RAM.
+    let mut header = vec![0u8; 64];
+    header[16..24].copy_from_slice(&(1u64 << 20).to_le_bytes());
+    header[24..32].copy_from_slice(&0xau64.to_le_bytes());
+    header[56..60].copy_from_slice(b"ARM\x64");
+    let image = dir.file("Image");
+    std::fs::write(&image, header).unwrap();
+    for (option, value) in [
+        ("--kernel-decompress", "host"),
+        ("--kernel-decompress", "guest"),
+        ("--kernel-cache", "off"),
+    ] {
+        let args = ["run", "--kernel", &image, option, value, "--timeout", "5"];
+        let (code, _, err) = granule(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("{option} does not apply to kernel"))
+                && err.contains("arm64 Image.gz"),
+            "{args:?}: {err}"
+        );
+    }
+}
