@@ -6,10 +6,11 @@
 //! (all arrived), then releases. Here the vCPUs also watch an abort flag, so a failed
 //! vCPU or a timed-out phase ends every thread instead of leaving them spinning.
 //!
-//! Upstream's main thread polls the counter every 100 µs. Here it sleeps until the last
-//! vCPU to arrive (or an abort) wakes it: on a host with as many CPUs as vCPUs each
-//! poll can preempt a vCPU thread that is still working, and the wake-up reads the
-//! clock closer to the arrival than a poll would.
+//! Upstream's main thread polls the counter every 100 µs. Here the last vCPU to arrive
+//! (or an abort) also wakes it, and it polls like upstream only for the first
+//! [`POLL_FOR`] of a wait, then sleeps until woken: on a host with as many CPUs as
+//! vCPUs each poll of a long phase can preempt a vCPU thread that is still working,
+//! while a short phase is timed at least as closely as upstream times it.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Mutex;
@@ -19,6 +20,10 @@ use std::time::{Duration, Instant};
 /// How long the main thread sleeps at most between its checks of the deadline and of
 /// SIGINT/SIGTERM, and between calls of its progress callback.
 const MAIN_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How long a wait polls at upstream's interval before it only sleeps until woken.
+const POLL_FOR: Duration = Duration::from_millis(10);
+/// Upstream's polling interval (usleep(100)).
+const POLL_EVERY: Duration = Duration::from_micros(100);
 
 #[derive(Debug, Default)]
 pub struct Rendezvous {
@@ -112,7 +117,8 @@ impl Rendezvous {
         // Registered before the first look at the count: an arrival after that look
         // finds the thread to wake.
         *self.waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
-        let mut last_tick = Instant::now();
+        let started = Instant::now();
+        let mut last_tick = started;
         loop {
             if self.count.load(Ordering::SeqCst).abs() == 1 {
                 return Ok(Instant::now());
@@ -126,8 +132,13 @@ impl Rendezvous {
             if crate::signals::interrupted() {
                 return Err(Interrupted::Signal);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            std::thread::park_timeout(left.min(MAIN_CHECK_EVERY));
+            let now = Instant::now();
+            let step = if now.saturating_duration_since(started) < POLL_FOR {
+                POLL_EVERY
+            } else {
+                MAIN_CHECK_EVERY
+            };
+            std::thread::park_timeout(deadline.saturating_duration_since(now).min(step));
             if last_tick.elapsed() >= MAIN_CHECK_EVERY {
                 last_tick = Instant::now();
                 tick(self.pending());
