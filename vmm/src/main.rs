@@ -179,7 +179,6 @@ fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<u8> {
     }
     let report = output_file("stage-2 report", args.report.as_deref())?;
     let json = output_file("boot summary", args.json.as_deref())?;
-    let kvm = KvmHandle::open()?;
     let cfg = LinuxConfig {
         kernel: args.kernel.clone().unwrap_or_default(),
         initrd: args.initrd.clone(),
@@ -198,6 +197,8 @@ fn run_linux(args: &RunArgs, process_start: std::time::Instant) -> Result<u8> {
         },
         boot_marker: args.boot_marker.clone(),
     };
+    linux::check_options(&cfg)?;
+    let kvm = KvmHandle::open()?;
     let summary = linux::boot(&kvm, &cfg).context("booting the kernel")?;
     if !args.quiet {
         eprint!("{}", granule_vmm::report::render(&summary.stage2));

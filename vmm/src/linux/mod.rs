@@ -45,6 +45,26 @@ fn ms(d: Duration) -> f64 {
 /// and reboot at once on panic (granule reports the panic and exits non-zero).
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1";
 
+/// The checks of `cfg` that need neither KVM nor the files, made before KVM is opened so
+/// that a command-line mistake is reported as one (exit 2) on any host. An arm64 kernel
+/// has no decompressor of its own and granule always unpacks an Image.gz, so neither
+/// kernel option applies there; on x86 whether they apply depends on the file (see
+/// `x86_64::kernel`).
+pub fn check_options(cfg: &LinuxConfig) -> Result<(), BootError> {
+    if cfg!(target_arch = "aarch64") {
+        if let Some(option) = cfg.kernel_options.given().first() {
+            return Err(BootError::KernelOption {
+                option,
+                path: cfg.kernel.clone(),
+                why: "it applies to an x86 bzImage; granule decompresses an arm64 Image.gz \
+                      itself"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A vCPU set-up step's KVM error as the boot error that names the vCPU and the step.
 pub(crate) fn vcpu_step<T>(
     index: usize,

@@ -47,17 +47,9 @@ fn open_inputs(cfg: &LinuxConfig) -> Result<Inputs, BootError> {
             max: CMDLINE_MAX - 1,
         });
     }
+    // `--kernel-decompress` and `--kernel-cache` were refused before KVM was opened
+    // (`check_options`).
     let image = kernel::open(&cfg.kernel)?;
-    if let Some(option) = cfg.kernel_options.given().first() {
-        // An arm64 kernel has no decompressor of its own: granule always unpacks an
-        // Image.gz, so neither choice exists.
-        return Err(BootError::KernelOption {
-            option,
-            path: cfg.kernel.clone(),
-            why: "it applies to an x86 bzImage; granule decompresses an arm64 Image.gz itself"
-                .into(),
-        });
-    }
     let initrd = open_initrd(cfg.initrd.as_ref())?;
     Ok(Inputs { image, initrd })
 }
