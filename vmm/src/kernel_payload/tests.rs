@@ -168,7 +168,8 @@ fn a_stream_asking_for_a_huge_dictionary_is_refused_not_allocated() {
         matches!(&e, PayloadError::Corrupt { format: Compression::Xz, detail } if detail.contains("memory")),
         "{e:?}"
     );
-    // A zstd frame header with a 2 GiB window (window descriptor exponent 21 + 10).
+    // A zstd frame header with a 2 GiB window (window descriptor exponent 21 + 10):
+    // decoded in one pass, into the output alone, it allocates no window at all.
     let mut zstd = b"\x28\xb5\x2f\xfd\x00\xa8".to_vec();
     zstd.extend_from_slice(&[0u8; 32]);
     zstd.extend_from_slice(&1000u32.to_le_bytes());
@@ -177,7 +178,13 @@ fn a_stream_asking_for_a_huge_dictionary_is_refused_not_allocated() {
         .decompress(LIMIT)
         .unwrap_err();
     assert!(
-        matches!(&e, PayloadError::Corrupt { format: Compression::Zstd, detail } if detail.contains("too much memory")),
+        matches!(
+            &e,
+            PayloadError::Corrupt {
+                format: Compression::Zstd,
+                ..
+            }
+        ),
         "{e:?}"
     );
 }
