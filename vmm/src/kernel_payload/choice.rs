@@ -63,7 +63,8 @@ pub enum Decompression {
         compressed_bytes: u64,
         vmlinux_bytes: u64,
         cache: CacheUse,
-        /// Reading the bzImage, hashing it and decompressing or reading the cache.
+        /// Reading the bzImage, hashing it and decompressing or reading the cache (a
+        /// new cache entry is written meanwhile by a thread of its own, not counted).
         ms: f64,
     },
     /// By the kernel's own decompressor in the guest, and why.

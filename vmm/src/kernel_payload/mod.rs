@@ -8,10 +8,13 @@
 //! size as 32 bits little-endian (for gzip, its own trailer's last field). The size is checked against what comes out, so a
 //! truncated or damaged stream is an error rather than a half kernel.
 
+pub mod background_store;
 pub mod cache;
 pub mod choice;
 mod lz4_legacy;
 mod lzop;
+#[cfg(test)]
+mod temp_dir;
 
 use std::io::Read;
 

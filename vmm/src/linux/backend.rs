@@ -25,6 +25,9 @@ pub struct Prepared {
     pub marks: SetupMarks,
     /// For a bzImage: where its kernel was decompressed.
     pub decompression: Option<crate::kernel_payload::choice::Decompression>,
+    /// The kernel's cache entry being written meanwhile: its outcome completes
+    /// `decompression` when the guest has stopped.
+    pub cache_store: Option<crate::kernel_payload::background_store::PendingStore>,
 }
 
 /// When each phase of a backend's set-up ended.

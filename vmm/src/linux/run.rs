@@ -18,6 +18,7 @@ use super::platform::Platform;
 use super::summary::{BootPhases, BootSummary, BootTimes, ConsoleLoss, End, LeafShare};
 use super::{BootError, LinuxConfig};
 use crate::console::with_console;
+use crate::kernel_payload::background_store::settle;
 use crate::kvm::KvmHandle;
 use crate::signals::InterruptScope;
 use crate::vcpu::VcpuEvent;
@@ -53,6 +54,7 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
         passthrough,
         marks,
         decompression,
+        cache_store,
     } = p;
     let Platform {
         serial,
@@ -80,6 +82,8 @@ fn run(p: Prepared, cfg: &LinuxConfig) -> Result<BootSummary, BootError> {
     let end = wait_for_end(&mut manager, &events, &mut running, &mut judge, &interrupts)?;
     // Outcomes after a stop are all "stopped" or already recorded; the end says why.
     running.stop()?;
+    // Before the footprint: the decompressed kernel is freed once its entry is written.
+    let decompression = settle(decompression, cache_store);
     let (vm_stats, footprint) = crate::footprint::stats_then_footprint(running.fd(), running.ram());
     let stage2 = stage2_report(&running, guest_page_size, &executed, vm_stats);
     let devices = predict_bars(passthrough.devices.clone(), guest_page_size);

@@ -131,6 +131,7 @@ pub fn prepare(
         guest_page_size: header.page_size.unwrap_or(PAGE),
         passthrough: Default::default(),
         decompression: None,
+        cache_store: None,
         marks: super::super::backend::SetupMarks {
             memory_mapped,
             kernel_loaded,

@@ -18,6 +18,7 @@ use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{ByteValued, GuestAddress};
 
 use super::unpack::{unpack, unpack_known, CacheSetting, Unpack, Vmlinux};
+use crate::kernel_payload::background_store::PendingStore;
 use crate::kernel_payload::cache::stamp::Version;
 use crate::kernel_payload::cache::{KernelCache, Key};
 use crate::kernel_payload::choice::{DecompressMode, Decompression, KernelOptions};
@@ -40,6 +41,8 @@ pub struct KernelImage {
     pub kind: ImageKind,
     /// For a bzImage: where its kernel is decompressed.
     pub decompression: Option<Decompression>,
+    /// The cache entry of a kernel just decompressed, while it is being written.
+    pub cache_store: Option<PendingStore>,
 }
 
 pub enum ImageKind {
@@ -113,6 +116,7 @@ pub fn open(path: &Path, opts: &KernelOptions) -> Result<KernelImage, BootError>
         len,
         kind,
         decompression: None,
+        cache_store: None,
     })
 }
 
@@ -164,6 +168,7 @@ impl KernelImage {
         let unpacked = self.unpack_through(&info, &cache)?;
         let record = match unpacked {
             Unpack::Direct(u) => {
+                self.cache_store = u.pending;
                 self.kind = ImageKind::Unpacked {
                     info,
                     elf: u.elf,
@@ -200,10 +205,17 @@ impl KernelImage {
             Some((key, None)) => Some(key),
             None => None,
         };
+        let start = std::time::Instant::now();
         let image = read_all(&self.path, &self.file, self.len)?;
+        let read = start.elapsed();
         let key = cache
             .cache()
             .map(|_| key.unwrap_or_else(|| Key::of(&image)));
+        tracing::debug!(
+            "bzImage read in {:.1} ms, hashed (if it was not known) in {:.1} ms",
+            crate::linux::ms(read),
+            crate::linux::ms(start.elapsed() - read)
+        );
         // Stamped only if the file did not change while it was read.
         let after = self.file.metadata().ok().map(|m| Version::of(&m));
         if let (Some(c), Some(k), Some(v)) = (cache.cache(), &key, &version) {

@@ -72,8 +72,9 @@ pub fn prepare(
         .filter(|n| *n < 255)
         .ok_or(BootError::TooManyApicIds(cfg.vcpus))?;
     // Every file check comes before any memory is mapped.
-    let inputs = open_inputs(cfg)?;
+    let mut inputs = open_inputs(cfg)?;
     let decompression = inputs.image.decompression.clone();
+    let cache_store = inputs.image.cache_store.take();
     let ram = GuestRam::new(
         &cfg.zones,
         granule_arch::address_map::X86_64.ram_holes,
@@ -121,6 +122,7 @@ pub fn prepare(
         guest_page_size: crate::vcpu::setup_x86_64::guest_page_size(&supported),
         passthrough,
         decompression,
+        cache_store,
         marks: super::super::backend::SetupMarks {
             memory_mapped,
             kernel_loaded,

@@ -4,11 +4,13 @@
 //! recognise, one that is not an ELF kernel) the guest's decompressor runs instead,
 //! and the reason is logged; a payload that is damaged is an error either way.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use granule_arch::x86_64::boot::bzimage::BzImageInfo;
 use granule_arch::x86_64::boot::elf::{self, ElfInfo};
 
+use crate::kernel_payload::background_store::PendingStore;
 use crate::kernel_payload::cache::{Entry, KernelCache, Key};
 use crate::kernel_payload::choice::{CacheUse, Decompression};
 use crate::kernel_payload::{Payload, PayloadError};
@@ -23,13 +25,17 @@ const ELF_HEAD: usize = 64 << 10;
 pub struct Unpacked {
     pub elf: ElfInfo,
     pub vmlinux: Vmlinux,
+    /// Its cache use is final unless `pending` is set: then that says it.
     pub record: Decompression,
+    /// The cache entry of a vmlinux just decompressed, being written.
+    pub pending: Option<PendingStore>,
 }
 
 /// Where the vmlinux's bytes are: just decompressed, or in a checked cache entry (the
 /// entry file is the ELF file, loaded from directly).
 pub enum Vmlinux {
-    Memory(Vec<u8>),
+    /// Shared with the thread writing its cache entry.
+    Memory(Arc<Vec<u8>>),
     Cached(Entry),
 }
 
@@ -90,6 +96,7 @@ pub fn unpack(
             return Ok(Unpack::Direct(done(&parsed, elf, vmlinux, cache, start)));
         }
     }
+    let decoding = Instant::now();
     let vmlinux = match parsed.decompress(VMLINUX_MAX) {
         Ok(v) => v,
         Err(e @ PayloadError::TooLarge { .. }) => return Ok(Unpack::Guest(e.to_string())),
@@ -99,13 +106,24 @@ pub fn unpack(
         Ok(elf) => elf,
         Err(why) => return Ok(Unpack::Guest(why)),
     };
-    let cache = match (&keyed, cache) {
-        (Some((c, k)), _) => store(c, k, &vmlinux),
-        (None, CacheSetting::Unavailable(why)) => CacheUse::NotStored { why: why.clone() },
-        (None, _) => CacheUse::Off,
+    tracing::debug!(
+        "kernel decompressed ({}) in {:.1} ms",
+        parsed.format,
+        crate::linux::ms(decoding.elapsed())
+    );
+    let vmlinux = Arc::new(vmlinux);
+    let (cache, pending) = match (&keyed, cache) {
+        (Some((c, k)), _) => {
+            let pending = PendingStore::start(c, *k, Arc::clone(&vmlinux));
+            let why = "its entry was still being written".to_string();
+            (CacheUse::NotStored { why }, Some(pending))
+        }
+        (None, CacheSetting::Unavailable(why)) => (CacheUse::NotStored { why: why.clone() }, None),
+        (None, _) => (CacheUse::Off, None),
     };
-    let vmlinux = Vmlinux::Memory(vmlinux);
-    Ok(Unpack::Direct(done(&parsed, elf, vmlinux, cache, start)))
+    let mut unpacked = done(&parsed, elf, Vmlinux::Memory(vmlinux), cache, start);
+    unpacked.pending = pending;
+    Ok(Unpack::Direct(unpacked))
 }
 
 /// The cache's vmlinux for a bzImage whose SHA-256 is already known (from its
@@ -144,6 +162,7 @@ pub fn unpack_known(
         elf,
         vmlinux: Vmlinux::Cached(entry),
         record,
+        pending: None,
     })
 }
 
@@ -163,6 +182,7 @@ fn done(p: &Payload, elf: ElfInfo, vmlinux: Vmlinux, cache: CacheUse, start: Ins
         elf,
         vmlinux,
         record,
+        pending: None,
     }
 }
 
@@ -195,21 +215,6 @@ fn cached(cache: &KernelCache, key: &Key) -> Option<(ElfInfo, Entry)> {
         Err(e) => {
             tracing::warn!("{e}; decompressing the kernel again");
             None
-        }
-    }
-}
-
-fn store(cache: &KernelCache, key: &Key, vmlinux: &[u8]) -> CacheUse {
-    match cache.put(key, vmlinux) {
-        Ok(true) => CacheUse::Stored {
-            dir: cache.dir().to_owned(),
-        },
-        Ok(false) => CacheUse::NotStored {
-            why: "larger than the cache's size bound".into(),
-        },
-        Err(e) => {
-            tracing::warn!("{e}; the next boot decompresses the kernel again");
-            CacheUse::NotStored { why: e.to_string() }
         }
     }
 }
