@@ -84,15 +84,11 @@ if feet:
     for vmm, f in feet.items():
         mib = statistics.median(f.get("vmm_bytes", [0])) / 2**20
         print(f"  {vmm:<14} {mib:.1f} MiB, {statistics.median(f.get('first_kvm_run_ms', [0])):.0f} ms")
-ended = {}
-for line in open(sys.argv[1], errors="replace"):
-    m = re.match(r"GRANULE-BED: ENDED (\S+) ([0-9]+)$", line.strip())
-    if m:
-        ended.setdefault(m.group(1), []).append(float(m.group(2)))
+ended = fields("ENDED", r'"(\w+)":([0-9.]+)')
 if ended:
     print("granule's process ended (after the marker: guest powered off; a first boot's cache entry written), medians, ms:")
-    for vmm, v in ended.items():
-        print(f"  {vmm:<14} {statistics.median(v):.0f}")
+    for vmm, e in ended.items():
+        print(f"  {vmm:<14} {statistics.median(e['ended_ms']):.0f}")
 moved = fields("VMSTAT", r'"(\w+)":(-?[0-9]+)')
 if moved:
     print("the bed kernel's counters during each granule boot (/proc/vmstat), medians:")

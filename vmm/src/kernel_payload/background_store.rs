@@ -1,10 +1,10 @@
 //! The cache entry of a freshly decompressed kernel, written by a thread of its own
 //! while the guest boots. Writing it (checksumming tens of MB, writing them, waiting
 //! for the disk) would otherwise sit between decompression and the guest's first
-//! instruction on every first boot of a bzImage. The thread runs at the lowest
-//! priority that still progresses (nice 19): where the host has a core to spare it
-//! runs there; where it has not, it takes what the vCPUs leave and does not slow
-//! them. Its outcome is collected when the guest has stopped ([`PendingStore::finish`]),
+//! instruction on every first boot of a bzImage. The thread runs in the idle
+//! scheduling class: where the host has a core to spare it runs there; where it has
+//! not, it takes what the vCPUs leave (at nice 19 instead, the x86 bed's guest booted
+//! slower). Its outcome is collected when the guest has stopped ([`PendingStore::finish`]),
 //! so the boot's report says whether the entry was stored.
 
 use std::sync::Arc;
@@ -112,7 +112,7 @@ fn store(cache: &KernelCache, key: &Key, vmlinux: &[u8]) -> CacheUse {
     let put = cache.put(key, vmlinux);
     tracing::debug!(
         "kernel cache entry written in {:.1} ms",
-        start.elapsed().as_secs_f64() * 1000.0
+        crate::linux::ms(start.elapsed())
     );
     match put {
         Ok(true) => CacheUse::Stored {

@@ -36,7 +36,7 @@ pub use run::boot;
 pub use summary::{BootSummary, End};
 
 /// A duration in milliseconds, as boot timings are reported.
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
