@@ -1,6 +1,10 @@
 # Shared by the scenarios that run granule case by case (sourced, not a scenario:
 # not executable). show NAME RC prints a case between the markers tests/bed parses
 # (BedRun::case): its exit code, /tmp/NAME.out and .err, and /tmp/NAME.json if written.
+# starting NAME says a case began, so a log that ends early says which one was running.
+starting() { # name
+    echo "GRANULE-BED: RUNNING $1"
+}
 show() { # name rc
     echo "GRANULE-BED: CASE $1 rc=$2"
     for f in out err; do

@@ -8,6 +8,7 @@
 //! under a timeout. QEMU is killed when a run ends for any reason.
 
 mod boot;
+mod excerpt;
 mod manifest;
 mod qemu;
 mod stress;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use crate::excerpt::failure_excerpt;
 use crate::Manifest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,11 +126,6 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl Bed {
@@ -374,7 +370,7 @@ impl Bed {
                     scenario: self.scenario.clone(),
                     status: status.to_string(),
                     log: log_s,
-                    tail: tail(&text, 40),
+                    tail: failure_excerpt(&text),
                 });
             }
             if started.elapsed() > self.timeout {
@@ -382,7 +378,7 @@ impl Bed {
                     scenario: self.scenario.clone(),
                     secs: self.timeout.as_secs(),
                     log: log_s,
-                    tail: tail(&text, 40),
+                    tail: failure_excerpt(&text),
                 });
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -452,8 +448,13 @@ impl BedRun {
             .collect()
     }
 
-    /// The last lines of the log, for failure messages.
+    /// The log's last lines and progress markers and the bed kernel's first
+    /// complaint, for failure messages.
     pub fn tail(&self) -> String {
-        format!("log {}:\n{}", self.log.display(), tail(&self.text, 40))
+        format!(
+            "log {}:\n{}",
+            self.log.display(),
+            failure_excerpt(&self.text)
+        )
     }
 }
