@@ -89,7 +89,12 @@ fn every_exit_path_leaves_no_threads_fds_mappings_or_hugetlb_pages() {
         every_path();
     }
     let after = resources();
-    assert_eq!(after.0, before.0, "vCPU or helper threads left behind");
+    assert_eq!(
+        after.0,
+        before.0,
+        "vCPU or helper threads left behind; threads now: {:?}",
+        common::thread_names("self")
+    );
     assert_eq!(after.1, before.1, "file descriptors left open");
     let grown = after.2.saturating_sub(before.2);
     assert!(
