@@ -20,7 +20,7 @@ pub fn boot_case(run: &BedRun, name: &str) -> BootCase {
         err: c.err,
         json: c
             .json
-            .unwrap_or_else(|| panic!("no JSON for case {name}\n{}", run.tail())),
+            .unwrap_or_else(|| panic!("no JSON for case {name}\n{}", run.excerpt())),
     }
 }
 

@@ -41,19 +41,21 @@ pub enum BedError {
         qemu: &'static str,
         source: std::io::Error,
     },
-    #[error("scenario {scenario} did not finish within {secs} s; log {log}:\n{tail}")]
+    #[error("scenario {scenario} did not finish within {secs} s; log {log}:\n{excerpt}")]
     Timeout {
         scenario: String,
         secs: u64,
         log: String,
-        tail: String,
+        excerpt: String,
     },
-    #[error("QEMU exited before scenario {scenario} ended (status {status}); log {log}:\n{tail}")]
+    #[error(
+        "QEMU exited before scenario {scenario} ended (status {status}); log {log}:\n{excerpt}"
+    )]
     Died {
         scenario: String,
         status: String,
         log: String,
-        tail: String,
+        excerpt: String,
     },
 }
 
@@ -370,7 +372,7 @@ impl Bed {
                     scenario: self.scenario.clone(),
                     status: status.to_string(),
                     log: log_s,
-                    tail: failure_excerpt(&text),
+                    excerpt: failure_excerpt(&text),
                 });
             }
             if started.elapsed() > self.timeout {
@@ -378,7 +380,7 @@ impl Bed {
                     scenario: self.scenario.clone(),
                     secs: self.timeout.as_secs(),
                     log: log_s,
-                    tail: failure_excerpt(&text),
+                    excerpt: failure_excerpt(&text),
                 });
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -405,10 +407,10 @@ impl BedRun {
             .iter()
             .find_map(|m| m.strip_prefix(&format!("{name} rc=")).map(str::to_owned))
             .and_then(|v| v.split_whitespace().next().and_then(|rc| rc.parse().ok()))
-            .unwrap_or_else(|| panic!("no result for case {name}\n{}", self.tail()));
+            .unwrap_or_else(|| panic!("no result for case {name}\n{}", self.excerpt()));
         let section = |s: &str| {
             self.section(&format!("{name}.{s}"))
-                .unwrap_or_else(|| panic!("no {s} for case {name}\n{}", self.tail()))
+                .unwrap_or_else(|| panic!("no {s} for case {name}\n{}", self.excerpt()))
         };
         Case {
             rc,
@@ -450,7 +452,7 @@ impl BedRun {
 
     /// The log's last lines and progress markers and the bed kernel's first
     /// complaint, for failure messages.
-    pub fn tail(&self) -> String {
+    pub fn excerpt(&self) -> String {
         format!(
             "log {}:\n{}",
             self.log.display(),

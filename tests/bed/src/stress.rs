@@ -24,7 +24,7 @@ pub fn stress_results(
         .map(|mode| {
             let v = run
                 .json(&format!("stress-{mode}"))
-                .unwrap_or_else(|| panic!("no {mode} result\n{}", run.tail()));
+                .unwrap_or_else(|| panic!("no {mode} result\n{}", run.excerpt()));
             assert_eq!(v["host"]["arch"], arch, "{}", v["host"]);
             assert_eq!(v["host"]["backend"], backend, "{}", v["host"]);
             assert_eq!(v["config"]["on_fault"], mode);

@@ -30,12 +30,12 @@ fn probe_and_boot(
         .cmdline(&format!("{cmdline} granule.boot_cases={cases}"))
         .run(&m)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(run.rc, 0, "{}", run.tail());
+    assert_eq!(run.rc, 0, "{}", run.excerpt());
     let v = run
         .json("probe")
-        .unwrap_or_else(|| panic!("no probe JSON\n{}", run.tail()));
+        .unwrap_or_else(|| panic!("no probe JSON\n{}", run.excerpt()));
     assert_eq!(v["arch"], "aarch64");
-    assert_eq!(v["kvm"]["backend"]["kind"], expected, "{}", run.tail());
+    assert_eq!(v["kvm"]["backend"]["kind"], expected, "{}", run.excerpt());
     assert!(
         v["kvm"]["backend"]["detected_by"]
             .as_str()
@@ -46,7 +46,7 @@ fn probe_and_boot(
     assert_eq!(v["vfio"]["dev_vfio"], true);
     // Linux 6.12 on arm64: PMD PFN maps only.
     assert_eq!(v["pfnmap_max_leaf"], 2u64 << 20, "{v}");
-    assert_eq!(run.markers("VFIO-BOUND").len(), 1, "{}", run.tail());
+    assert_eq!(run.markers("VFIO-BOUND").len(), 1, "{}", run.excerpt());
     Some(run)
 }
 
@@ -125,7 +125,7 @@ fn arm64_granule_tests_pass_inside_the_bed() {
     assert!(
         binaries.len() >= 4,
         "test binaries found: {binaries:?}\n{}",
-        run.tail()
+        run.excerpt()
     );
     let results: Vec<&str> = run
         .text
@@ -136,19 +136,19 @@ fn arm64_granule_tests_pass_inside_the_bed() {
         results.len(),
         binaries.len(),
         "one result per binary\n{}",
-        run.tail()
+        run.excerpt()
     );
     assert!(
         results.iter().all(|l| l.starts_with("test result: ok.")),
         "{results:?}\n{}",
-        run.tail()
+        run.excerpt()
     );
     let passed: u64 = results
         .iter()
         .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
         .sum();
     assert!(passed >= 50, "{passed} tests passed inside the bed");
-    assert_eq!(run.rc, 0, "{}", run.tail());
+    assert_eq!(run.rc, 0, "{}", run.excerpt());
 }
 
 /// mmu_stress in the arm64 bed, FEAT_FWB recorded; the result is kept in
@@ -167,7 +167,7 @@ fn arm64_stress_skip_compare() {
         .cmdline("granule.stress_mem=1 granule.stress_modes=skip")
         .run(&m)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(run.rc, 0, "{}", run.tail());
+    assert_eq!(run.rc, 0, "{}", run.excerpt());
     let results = granule_bed::stress_results(&run, "aarch64", "arm64_vhe", &["skip"]);
     for (v, _) in &results {
         assert!(

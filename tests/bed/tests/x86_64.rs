@@ -17,8 +17,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn check_probe(run: &granule_bed::BedRun) {
     let v = run
         .json("probe")
-        .unwrap_or_else(|| panic!("no probe JSON\n{}", run.tail()));
-    assert_eq!(v["kvm"]["backend"]["kind"], "svm_npt", "{}", run.tail());
+        .unwrap_or_else(|| panic!("no probe JSON\n{}", run.excerpt()));
+    assert_eq!(v["kvm"]["backend"]["kind"], "svm_npt", "{}", run.excerpt());
     assert_eq!(v["kvm"]["backend"]["hardware_stage2"], true);
     assert_eq!(v["vfio"]["dev_vfio"], true);
     // Linux 6.12 on x86_64: PUD and PMD PFN maps.
@@ -29,7 +29,7 @@ fn check_probe(run: &granule_bed::BedRun) {
         bound.len(),
         1,
         "the ivshmem device is bound to vfio-pci\n{}",
-        run.tail()
+        run.excerpt()
     );
     // probe lists it, with its 1 GiB BAR 2 able to take 1G leaves.
     let devices = v["vfio"]["devices"].as_array().cloned().unwrap_or_default();
@@ -85,14 +85,14 @@ fn x86_touch_with_hugetlb_matches_granule_plan() {
         .cmdline("hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=300")
         .run(&m)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(run.rc, 0, "{}", run.tail());
+    assert_eq!(run.rc, 0, "{}", run.excerpt());
     for (name, zone, leaf) in [
         ("hugetlb-1g", "size=1G,backing=hugetlb-1g", 1u64 << 30),
         ("hugetlb-2m", "size=512M,backing=hugetlb-2m", 2 << 20),
     ] {
         let r = run
             .json(name)
-            .unwrap_or_else(|| panic!("no {name} report\n{}", run.tail()));
+            .unwrap_or_else(|| panic!("no {name} report\n{}", run.excerpt()));
         assert_eq!(r["target"]["mmu"], "x86_tdp", "{r}");
         assert_eq!(r["verdict"], "match", "{name}: {r}");
         let planned = planned_leaves(zone);
@@ -121,7 +121,7 @@ fn x86_stress_both_modes_compare() {
         .cmdline("granule.stress_mem=1")
         .run(&m)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(run.rc, 0, "{}", run.tail());
+    assert_eq!(run.rc, 0, "{}", run.excerpt());
     let results = granule_bed::stress_results(&run, "x86_64", "svm_npt", &["skip", "stop"]);
     for (v, _) in &results {
         // Hardware stage 2: 4K backing gives 4K leaves, one per page, as predicted
@@ -190,7 +190,7 @@ fn x86_probe_and_linux_boots() {
         )
         .run(&m)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(run.rc, 0, "{}", run.tail());
+    assert_eq!(run.rc, 0, "{}", run.excerpt());
     check_probe(&run);
     check_first_boot(&run);
     check_other_cases(&run);

@@ -241,12 +241,12 @@ fn x86_vfio_passthrough_ivshmem_and_errors() {
         .timeout(std::time::Duration::from_secs(900))
         .run(&m)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(run.rc, 0, "{}", run.tail());
+    assert_eq!(run.rc, 0, "{}", run.excerpt());
     let ivshmem = run
         .markers("IVSHMEM")
         .first()
         .cloned()
-        .unwrap_or_else(|| panic!("no ivshmem function\n{}", run.tail()));
+        .unwrap_or_else(|| panic!("no ivshmem function\n{}", run.excerpt()));
     three_devices_case(&run, &ivshmem, &backing, &image);
     intx_case(&run, &image);
     error_cases(&run, &ivshmem);
