@@ -400,7 +400,7 @@ pub struct Case {
 
 impl BedRun {
     /// Case `name`: "CASE name rc=N" and its TEXT and JSON sections. Panics (with the
-    /// log's tail) when the scenario did not print it: the case never ran.
+    /// log's excerpt) when the scenario did not print it: the case never ran.
     pub fn case(&self, name: &str) -> Case {
         let rc = self
             .markers("CASE")
