@@ -37,10 +37,11 @@ fn interrupt_when_running(vcpus: usize) -> std::thread::JoinHandle<()> {
     })
 }
 
-/// Threads, fds, mapped bytes and free 2 MiB hugetlb pages now.
+/// Threads (not counting those already exiting), fds, mapped bytes and free 2 MiB
+/// hugetlb pages now.
 fn resources() -> (usize, usize, u64, u64) {
     (
-        count("/proc/self/task"),
+        common::live_threads(),
         count("/proc/self/fd"),
         common::mapped_bytes(),
         common::free_hugepages(2048),

@@ -224,6 +224,28 @@ pub fn thread_names(pid: &str) -> Vec<String> {
         .collect()
 }
 
+/// Threads of this process that are not exiting. A thread's task stays listed in
+/// /proc for a moment after `join` returns (the kernel wakes the joiner before it
+/// reaps the task), so a plain count right after a join can be one too high. A thread
+/// still running or blocked never has `PF_EXITING`, so this count still sees a leak.
+pub fn live_threads() -> usize {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            // Fields after the command name, which may hold spaces or ')': state,
+            // ppid, pgrp, session, tty_nr, tpgid, flags.
+            let after_comm = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+            let flags = after_comm.split_whitespace().nth(6);
+            let flags: u64 = flags.and_then(|f| f.parse().ok()).expect("flags in stat");
+            flags & PF_EXITING == 0
+        })
+        .count()
+}
+
 /// A pipe filled to capacity, to hand a child as its stdout or stderr: the child's
 /// first write there blocks until the test reads. Returns (read end, write end).
 pub fn full_pipe() -> (std::fs::File, std::fs::File) {
