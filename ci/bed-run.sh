@@ -19,7 +19,8 @@ case $arch in
         tcg=${GRANULE_BED_TCG:-single}
         case $tcg in single|multi) ;; *) echo "GRANULE_BED_TCG=$tcg: use single or multi" >&2; exit 2 ;; esac
         qemu=(qemu-system-x86_64 -M q35 -cpu max -device intel-iommu,intremap=on)
-        kernel=$X86_64_KERNEL console="console=ttyS0 intel_iommu=on" ;;
+        # A periodic tick: see tests/bed/src/qemu.rs.
+        kernel=$X86_64_KERNEL console="console=ttyS0 intel_iommu=on highres=off nohz=off" ;;
     aarch64)
         tcg=${GRANULE_BED_TCG:-multi}
         qemu=(qemu-system-aarch64 -M virt,virtualization=on,gic-version=3,iommu=smmuv3 -cpu max)
