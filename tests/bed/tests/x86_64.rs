@@ -166,8 +166,8 @@ fn guest_visible_ram(requested: u64) -> u64 {
 
 /// The probe, then `granule run --kernel` boots the bed's Debian 6.12 kernel on real
 /// nested SVM+NPT: bzImage and ELF, 1 and 2 vCPUs, the console both ways, poweroff,
-/// reboot, panic (and a panic line that is not a panic), the PCI host bridge, the boot
-/// timer and the stage-2 share with hugetlb backing. One bed boot serves both. Every
+/// reboot, panic (and a panic line that is not a panic), a stdout nobody reads, the PCI
+/// host bridge, the boot timer and the stage-2 share with hugetlb backing. One bed boot serves both. Every
 /// case runs once, in a bed with one vCPU: with two, no VMM boots a 2-vCPU guest
 /// reliably in this bed (README, "How the test beds run").
 #[test]
@@ -176,17 +176,18 @@ fn x86_probe_and_linux_boots() {
         return;
     };
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    // Seven cases of at most 120 s each (granule's --timeout), plus the bed's own boot.
+    // Eight cases of at most 120 s each (granule's --timeout; the never-read case is
+    // killed at 180 s), plus the bed's own boot.
     let run = Bed::new(Arch::X86_64, "probe")
         .label("probe-boot")
         .initrd("X86_64_BOOT_INITRD")
         .tcg(TcgThreads::Single)
         .cpus(1)
-        .timeout(std::time::Duration::from_secs(900))
+        .timeout(std::time::Duration::from_secs(1200))
         .cmdline(
             "hugepagesz=2M hugepages=300 \
              granule.boot_cases=1cpu,2cpu-stdin,2cpu-hugetlb,reboot,panic,fake-panic,\
-             guest-decompress",
+             never-read,guest-decompress",
         )
         .run(&m)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -194,6 +195,7 @@ fn x86_probe_and_linux_boots() {
     check_probe(&run);
     check_first_boot(&run);
     check_other_cases(&run);
+    check_never_read(&run);
 }
 
 /// bzImage, 1 vCPU, poweroff; the PCI host bridge and ECAM as the kernel sees them.
@@ -310,4 +312,19 @@ fn check_other_cases(run: &granule_bed::BedRun) {
     assert_eq!(c.json["decompression"]["by"], "guest", "{}", c.json);
     assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json["end"]);
     assert_boot_timer_fired(&c);
+}
+
+/// A stdout nobody reads (a FIFO whose pipe fills): the 2-vCPU guest floods the
+/// console and powers off all the same, and what never got out is counted, not
+/// silently lost. A granule that blocked on the FIFO would stall the guest's
+/// console and end by --timeout (exit 5) or be killed (137).
+fn check_never_read(run: &granule_bed::BedRun) {
+    let c = boot_case(run, "never-read");
+    assert_eq!(c.rc, 0, "{}", c.err);
+    assert_eq!(c.json["end"]["kind"], "power_off", "{}", c.json["end"]);
+    let console = &c.json["console"];
+    let lost = console["unwritten_bytes"].as_u64().unwrap_or(0)
+        + console["dropped_bytes"].as_u64().unwrap_or(0);
+    assert!(lost > 0, "the FIFO cannot have taken it all: {console}");
+    assert!(c.err.contains("console output lost"), "{}", c.err);
 }
