@@ -167,9 +167,9 @@ fn guest_visible_ram(requested: u64) -> u64 {
 /// The probe, then `granule run --kernel` boots the bed's Debian 6.12 kernel on real
 /// nested SVM+NPT: bzImage and ELF, 1 and 2 vCPUs, the console both ways, poweroff,
 /// reboot, panic (and a panic line that is not a panic), a stdout nobody reads, the PCI
-/// host bridge, the boot timer and the stage-2 share with hugetlb backing. One bed boot serves both. Every
-/// case runs once, in a bed with one vCPU: with two, no VMM boots a 2-vCPU guest
-/// reliably in this bed (README, "How the test beds run").
+/// host bridge, the boot timer and the stage-2 share with hugetlb backing. One bed boot
+/// serves both. Every case runs once, in a bed with one vCPU: with two, no VMM boots a
+/// 2-vCPU guest reliably in this bed (README, "How the test beds run").
 #[test]
 fn x86_probe_and_linux_boots() {
     let Some(m) = bed_available("bed_x86_probe_and_linux_boots", Arch::X86_64.qemu()) else {
